@@ -1,0 +1,10 @@
+//! Events: kinds, ids, headers, and what reads return.
+
+mod header;
+mod id;
+mod kind;
+
+pub use header::{EventHash, EventHeader, StoredEvent};
+pub(crate) use id::IdGenerator;
+pub use id::EventId;
+pub use kind::{EventKind, KindError};

@@ -1,0 +1,38 @@
+//! # batpak
+//!
+//! An embedded, sync-first event store: an append-only, crash-safe log of
+//! immutable events with causal metadata and per-entity hash chains, in one
+//! process, with no server and no async runtime.
+//!
+//! ```
+//! use batpak::prelude::*;
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open(StoreConfig::new(dir.path()))?;
+//! let coord = Coordinate::new("player:alice", "room:dungeon")?;
+//! let receipt = store.append(&coord, EventKind::custom(0xF, 1), &serde_json::json!({"x": 10}))?;
+//! let event = store.get(receipt.event_id)?.expect("just written");
+//! assert_eq!(event.payload["x"], 10);
+//! store.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Start with [`Store::open`], [`Store::append`] and [`Store::query`]; the
+//! guide in the repository explains durability, batches, integrity and the
+//! rest.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod coordinate;
+pub mod event;
+pub mod prelude;
+pub mod region;
+pub mod store;
+
+pub use coordinate::{Coordinate, CoordinateError};
+pub use event::{EventHash, EventHeader, EventId, EventKind, KindError, StoredEvent};
+pub use region::{EntityFilter, KindFilter, Region};
+pub use store::{
+    AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed,
+    IdempotencyKey, RecoveryMode, Store, StoreConfig, StoreError, SyncMode,
+};

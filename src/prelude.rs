@@ -1,0 +1,9 @@
+//! Everything most programs need: `use batpak::prelude::*;`.
+
+pub use crate::coordinate::{Coordinate, CoordinateError};
+pub use crate::event::{EventHash, EventHeader, EventId, EventKind, StoredEvent};
+pub use crate::region::{EntityFilter, KindFilter, Region};
+pub use crate::store::{
+    AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed,
+    IdempotencyKey, RecoveryMode, Store, StoreConfig, StoreError, SyncMode,
+};

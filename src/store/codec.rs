@@ -1,0 +1,77 @@
+//! The one payload encoding: compact JSON, whatever the write path.
+
+use std::io::{self, Write};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::StoreError;
+
+/// A writer that refuses to grow past `max` bytes, so an oversized payload is
+/// caught during serialization, before it is buffered whole.
+struct LimitedWriter {
+    buffer: Vec<u8>,
+    max: usize,
+    exceeded: bool,
+}
+
+impl Write for LimitedWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buffer.len() + bytes.len() > self.max {
+            self.exceeded = true;
+            return Err(io::Error::other("payload limit exceeded"));
+        }
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serializes a payload as compact JSON, failing with
+/// [`StoreError::PayloadTooLarge`] as soon as it passes `max_bytes`.
+pub(crate) fn encode_payload(payload: &impl Serialize, max_bytes: u32) -> Result<Vec<u8>, StoreError> {
+    let mut writer = LimitedWriter {
+        buffer: Vec::with_capacity(256),
+        max: max_bytes as usize,
+        exceeded: false,
+    };
+    match serde_json::to_writer(&mut writer, payload) {
+        Ok(()) => Ok(writer.buffer),
+        Err(_) if writer.exceeded => Err(StoreError::PayloadTooLarge {
+            size: writer.buffer.len() as u64 + 1,
+            max: u64::from(max_bytes),
+        }),
+        Err(source) => Err(StoreError::Serialization {
+            direction: "encoding",
+            source,
+        }),
+    }
+}
+
+/// Decodes a stored payload.
+pub(crate) fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Serialization {
+        direction: "decoding",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_compact_json_and_enforces_the_limit() {
+        let bytes = encode_payload(&serde_json::json!({"x": 10}), 100).unwrap();
+        assert_eq!(bytes, br#"{"x":10}"#);
+        let big = "y".repeat(200);
+        assert!(matches!(
+            encode_payload(&big, 100),
+            Err(StoreError::PayloadTooLarge { max: 100, .. })
+        ));
+        assert!(encode_payload(&"y".repeat(98), 100).is_ok());
+    }
+}
