@@ -27,6 +27,9 @@ pub struct EventHeader {
     pub kind: EventKind,
     /// Application-defined flags, stored verbatim.
     pub flags: u16,
+    /// Schema version of the payload (0 unless the writer set one; typed
+    /// events record their type's version here so upcasters know what to do).
+    pub schema_version: u16,
 }
 
 /// A 32-byte blake3 hash of an event, the link of its entity's hash chain.

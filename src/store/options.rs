@@ -84,6 +84,7 @@ pub struct AppendOptions {
     pub(crate) correlation_id: Option<EventId>,
     pub(crate) causation_id: Option<EventId>,
     pub(crate) flags: u16,
+    pub(crate) schema_version: u16,
     pub(crate) durable: bool,
 }
 
@@ -123,6 +124,12 @@ impl AppendOptions {
     /// Application-defined flags, stored verbatim in the header.
     pub fn flags(mut self, flags: u16) -> Self {
         self.flags = flags;
+        self
+    }
+
+    /// Schema version of the payload, stored in the header (default 0).
+    pub fn schema_version(mut self, version: u16) -> Self {
+        self.schema_version = version;
         self
     }
 
@@ -166,6 +173,7 @@ pub struct BatchItem {
     pub(crate) correlation_id: Option<EventId>,
     pub(crate) causation: Option<Causation>,
     pub(crate) flags: u16,
+    pub(crate) schema_version: u16,
 }
 
 impl BatchItem {
@@ -189,6 +197,7 @@ impl BatchItem {
             correlation_id: None,
             causation: None,
             flags: 0,
+            schema_version: 0,
         }
     }
 
@@ -221,6 +230,12 @@ impl BatchItem {
     /// Application-defined flags.
     pub fn flags(mut self, flags: u16) -> Self {
         self.flags = flags;
+        self
+    }
+
+    /// Schema version of the payload, stored in the header (default 0).
+    pub fn schema_version(mut self, version: u16) -> Self {
+        self.schema_version = version;
         self
     }
 
