@@ -107,6 +107,51 @@ impl Invocation {
         }
     }
 
+    /// Like [`Invocation::run`], but reads the child's stdout line by line
+    /// (echoing every line) and adds libtest's `test result:` lines to
+    /// `counts`, also when the tests fail.
+    pub fn run_counting_tests(&self, counts: &mut TestCounts) -> XtaskResult<()> {
+        use std::io::{BufRead, BufReader};
+
+        let shown = self.display();
+        println!("$ {shown}");
+        flush_stdout();
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| XtaskError::Spawn {
+                command: shown.clone(),
+                source,
+            })?;
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.map_err(|source| XtaskError::Spawn {
+                    command: shown.clone(),
+                    source,
+                })?;
+                println!("{line}");
+                if let Some(result) = TestCounts::parse_libtest_summary(&line) {
+                    counts.add(&result);
+                }
+            }
+        }
+        flush_stdout();
+        let status = child.wait().map_err(|source| XtaskError::Spawn {
+            command: shown.clone(),
+            source,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(XtaskError::CommandFailed {
+                command: shown,
+                status: status.to_string(),
+            })
+        }
+    }
+
     /// Runs quietly and returns the first line of stdout if the program exists
     /// and exits successfully; `None` otherwise. For version probes.
     pub fn first_line_of_output(&self) -> Option<String> {
@@ -139,6 +184,53 @@ impl Invocation {
         } else {
             None
         }
+    }
+}
+
+/// Test totals added up from libtest summary lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestCounts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests that were ignored (not run).
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds another run's totals.
+    pub fn add(&mut self, other: &TestCounts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
+    /// Parses `test result: ok. 27 passed; 0 failed; 1 ignored; 0 measured; ...`.
+    pub fn parse_libtest_summary(line: &str) -> Option<TestCounts> {
+        let rest = line.trim().strip_prefix("test result: ")?;
+        let (_, tallies) = rest.split_once(". ")?;
+        let mut counts = TestCounts::default();
+        let mut found_passed = false;
+        for tally in tallies.split(';') {
+            let mut words = tally.split_whitespace();
+            let (Some(number), Some(label)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => {
+                    counts.passed = number;
+                    found_passed = true;
+                }
+                "failed" => counts.failed = number,
+                "ignored" => counts.ignored = number,
+                _ => {}
+            }
+        }
+        found_passed.then_some(counts)
     }
 }
 
@@ -219,6 +311,56 @@ mod tests {
             XtaskError::CommandFailed { command, .. } => assert_eq!(command, "false"),
             other => panic!("unexpected error {other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_libtest_summary_lines() {
+        let line = "test result: ok. 27 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.02s";
+        assert_eq!(
+            TestCounts::parse_libtest_summary(line),
+            Some(TestCounts {
+                passed: 27,
+                failed: 0,
+                ignored: 3
+            })
+        );
+        let failed =
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(
+            TestCounts::parse_libtest_summary(failed).map(|counts| counts.failed),
+            Some(2)
+        );
+        assert_eq!(TestCounts::parse_libtest_summary("running 3 tests"), None);
+    }
+
+    #[test]
+    fn counting_run_echoes_and_adds_up_summary_lines() {
+        let script = "echo 'test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out'; \
+                      echo 'test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out'";
+        let mut counts = TestCounts::default();
+        Invocation::new("sh")
+            .args(&["-c", script])
+            .run_counting_tests(&mut counts)
+            .expect("script succeeds");
+        assert_eq!(
+            counts,
+            TestCounts {
+                passed: 7,
+                failed: 0,
+                ignored: 1
+            }
+        );
+    }
+
+    #[test]
+    fn counting_run_keeps_the_counts_of_a_failing_run() {
+        let script = "echo 'test result: FAILED. 4 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out'; exit 101";
+        let mut counts = TestCounts::default();
+        let result = Invocation::new("sh")
+            .args(&["-c", script])
+            .run_counting_tests(&mut counts);
+        assert!(matches!(result, Err(XtaskError::CommandFailed { .. })));
+        assert_eq!((counts.passed, counts.failed), (4, 1));
     }
 
     #[test]

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use crate::campaigns;
 use crate::docs;
 use crate::error::{XtaskError, XtaskResult};
-use crate::process::{flush_stdout, Invocation};
+use crate::process::{flush_stdout, Invocation, TestCounts};
 
 /// What a step does.
 #[derive(Clone, Debug)]
 pub enum Action {
     /// Run a program.
     Command(Invocation),
+    /// Run a test program and add up its libtest summary lines.
+    Tests(Invocation),
     /// `cargo xtask docs`, run in this process.
     Docs {
         /// Whether to build the mdBook guide too.
@@ -50,10 +52,17 @@ impl Step {
         }
     }
 
+    fn tests(name: &'static str, arguments: &[&str]) -> Self {
+        Step {
+            name,
+            action: Action::Tests(Invocation::cargo(arguments)),
+        }
+    }
+
     /// The command a user would type to run this step alone.
     pub fn shown(&self) -> String {
         match &self.action {
-            Action::Command(invocation) => invocation.display(),
+            Action::Command(invocation) | Action::Tests(invocation) => invocation.display(),
             Action::Docs { build_guide: true } => "cargo xtask docs".to_string(),
             Action::Docs { build_guide: false } => "cargo xtask docs --no-mdbook".to_string(),
             Action::Chaos { kills } => format!("cargo xtask chaos --kills {kills}"),
@@ -61,9 +70,13 @@ impl Step {
         }
     }
 
-    fn execute(&self) -> XtaskResult<()> {
+    /// Runs the step; test steps add their totals to `test_totals`.
+    fn execute(&self, test_totals: &mut Option<TestCounts>) -> XtaskResult<()> {
         match &self.action {
             Action::Command(invocation) => invocation.run(),
+            Action::Tests(invocation) => {
+                invocation.run_counting_tests(test_totals.get_or_insert_with(TestCounts::default))
+            }
             Action::Docs { build_guide } => {
                 println!("$ {}", self.shown());
                 docs::docs(*build_guide)
@@ -96,12 +109,12 @@ pub fn ci_steps() -> Vec<Step> {
                 "warnings",
             ],
         ),
-        Step::command("test", &["test"]),
-        Step::command(
+        Step::tests("test", &["test"]),
+        Step::tests(
             "test (workspace, all features)",
             &["test", "--workspace", "--all-features"],
         ),
-        Step::command(
+        Step::tests(
             "test (no default features)",
             &["test", "--no-default-features", "--lib", "--tests"],
         ),
@@ -158,6 +171,7 @@ enum Outcome {
 /// Runs the steps, prints a summary table, and fails if any step failed.
 pub fn run_steps(title: &str, steps: &[Step], policy: FailurePolicy) -> XtaskResult<()> {
     let mut outcomes = Vec::with_capacity(steps.len());
+    let mut test_totals: Option<TestCounts> = None;
     let mut stopped = false;
     for (index, step) in steps.iter().enumerate() {
         if stopped {
@@ -168,7 +182,7 @@ pub fn run_steps(title: &str, steps: &[Step], policy: FailurePolicy) -> XtaskRes
         println!("==> [{}/{}] {}", index + 1, steps.len(), step.name);
         flush_stdout();
         let started = Instant::now();
-        let result = step.execute();
+        let result = step.execute(&mut test_totals);
         let elapsed = started.elapsed();
         match result {
             Ok(()) => outcomes.push(Outcome::Passed(elapsed)),
@@ -180,6 +194,15 @@ pub fn run_steps(title: &str, steps: &[Step], policy: FailurePolicy) -> XtaskRes
         }
     }
     print_summary(title, steps, &outcomes);
+    if let Some(totals) = test_totals {
+        // The plain closing line, summed over every test step that ran (a test
+        // that runs in several steps is counted once per step).
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            totals.passed, totals.failed, totals.ignored
+        );
+        flush_stdout();
+    }
     let failed_steps: Vec<String> = steps
         .iter()
         .zip(&outcomes)
