@@ -632,18 +632,18 @@ mod tests {
         let digest = payload_digest(payload);
         let h = chain_hash(None, &base, &digest);
         assert_eq!(h, chain_hash(None, &base, &digest));
-        let variants: Vec<Box<dyn Fn(&mut FrameFields<'_>)>> = vec![
-            Box::new(|f| f.sequence += 1),
-            Box::new(|f| f.clock += 1),
-            Box::new(|f| f.timestamp_us += 1),
-            Box::new(|f| f.event_id = EventId::from_bytes([8; 16])),
-            Box::new(|f| f.correlation_id = None),
-            Box::new(|f| f.causation_id = None),
-            Box::new(|f| f.kind = EventKind::custom(0xF, 0x124)),
-            Box::new(|f| f.flags ^= 1),
-            Box::new(|f| f.schema_version += 1),
-            Box::new(|f| f.entity = "player:alicf"),
-            Box::new(|f| f.scope = "room:dungeoo"),
+        let variants: [fn(&mut FrameFields<'_>); 11] = [
+            |f| f.sequence += 1,
+            |f| f.clock += 1,
+            |f| f.timestamp_us += 1,
+            |f| f.event_id = EventId::from_bytes([8; 16]),
+            |f| f.correlation_id = None,
+            |f| f.causation_id = None,
+            |f| f.kind = EventKind::custom(0xF, 0x124),
+            |f| f.flags ^= 1,
+            |f| f.schema_version += 1,
+            |f| f.entity = "player:alicf",
+            |f| f.scope = "room:dungeoo",
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut changed = base;
