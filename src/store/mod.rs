@@ -411,6 +411,12 @@ impl Store {
         }
     }
 
+    /// The shared state, for the crate's own subsystems (feeds, operations).
+    #[allow(dead_code)]
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// How open restored the store.
     pub fn open_report(&self) -> &OpenReport {
         &self.inner.open_report
