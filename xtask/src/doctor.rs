@@ -24,6 +24,16 @@ pub struct DoctorOptions {
 
 /// Runs every check and prints a report ending in a verdict line.
 pub fn doctor(options: &DoctorOptions) -> XtaskResult<()> {
+    let directory = match &options.directory {
+        Some(directory) => directory.clone(),
+        None => repository_root(),
+    };
+    if !directory.is_dir() {
+        return Err(XtaskError::Missing(format!(
+            "--dir {} is not a directory",
+            directory.display()
+        )));
+    }
     let mut problems: Vec<String> = Vec::new();
 
     println!("== toolchain");
@@ -54,17 +64,6 @@ pub fn doctor(options: &DoctorOptions) -> XtaskResult<()> {
     for (name, version) in optional {
         let shown = version.unwrap_or_else(|| "not found (optional)".to_string());
         println!("  {name:<12} {shown}");
-    }
-
-    let directory = match &options.directory {
-        Some(directory) => directory.clone(),
-        None => repository_root(),
-    };
-    if !directory.is_dir() {
-        return Err(XtaskError::Usage(format!(
-            "--dir {} is not a directory",
-            directory.display()
-        )));
     }
 
     println!("== data disk: {}", directory.display());
