@@ -33,17 +33,32 @@ fn failed_sync_fails_its_waiters_and_leaves_no_undead_events() {
     let kept = store.append(&coord("a"), K, &json!("kept")).unwrap();
     faults.fail_nth(IoPoint::Sync, 1, Fault::Error);
     let error = store.append(&coord("a"), K, &json!("lost")).unwrap_err();
-    assert!(matches!(error, StoreError::Poisoned { .. } | StoreError::Io { .. }), "{error}");
+    assert!(
+        matches!(error, StoreError::Poisoned { .. } | StoreError::Io { .. }),
+        "{error}"
+    );
     // Refuses writes until reopened, and readers never see the failed event.
-    assert!(matches!(store.append(&coord("a"), K, &json!("after")), Err(StoreError::Poisoned { .. })));
+    assert!(matches!(
+        store.append(&coord("a"), K, &json!("after")),
+        Err(StoreError::Poisoned { .. })
+    ));
     assert_eq!(store.stream("a").count(), 1);
     assert!(store.close().is_err(), "close reports the failure");
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
     let events: Vec<_> = store.stream("a").map(|e| e.unwrap().payload).collect();
     assert_eq!(events, vec![json!("kept")]);
-    assert_eq!(store.get(kept.event_id).unwrap().unwrap().payload, json!("kept"));
+    assert_eq!(
+        store.get(kept.event_id).unwrap().unwrap().payload,
+        json!("kept")
+    );
     // The sequence is reused by the next successful append: the failed one never existed.
-    assert_eq!(store.append(&coord("a"), K, &json!("next")).unwrap().sequence, 1);
+    assert_eq!(
+        store
+            .append(&coord("a"), K, &json!("next"))
+            .unwrap()
+            .sequence,
+        1
+    );
 }
 
 #[test]
@@ -78,8 +93,16 @@ fn concurrent_waiters_on_a_failed_sync_all_fail() {
             std::thread::spawn(move || store.append(&coord(&format!("t{t}")), K, &t).is_ok())
         })
         .collect();
-    let successes = handles.into_iter().filter(|_| true).map(|h| h.join().unwrap()).filter(|ok| *ok).count();
-    assert_eq!(successes, 0, "no waiter may be told success by a failed sync");
+    let successes = handles
+        .into_iter()
+        .filter(|_| true)
+        .map(|h| h.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(
+        successes, 0,
+        "no waiter may be told success by a failed sync"
+    );
     assert_eq!(store.next_sequence(), 0);
     faults.clear();
     drop(store);
@@ -96,10 +119,16 @@ fn a_failed_or_short_write_poisons_and_cuts_back() {
         store.append(&coord("a"), K, &"kept").unwrap();
         faults.fail_nth(IoPoint::Write, 1, fault);
         assert!(store.append(&coord("a"), K, &"lost").is_err());
-        assert!(matches!(store.append(&coord("a"), K, &"x"), Err(StoreError::Poisoned { .. })));
+        assert!(matches!(
+            store.append(&coord("a"), K, &"x"),
+            Err(StoreError::Poisoned { .. })
+        ));
         drop(store);
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        assert!(store.open_report().torn_tail.is_none(), "the tail was cut before reopen ({fault:?})");
+        assert!(
+            store.open_report().torn_tail.is_none(),
+            "the tail was cut before reopen ({fault:?})"
+        );
         let events: Vec<_> = store.stream("a").map(|e| e.unwrap().payload).collect();
         assert_eq!(events, vec![json!("kept")], "{fault:?}");
     }

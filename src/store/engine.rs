@@ -340,7 +340,7 @@ impl Inner {
             if let Some(expected) = draft.expect_clock {
                 if expected != clock {
                     return Err((
-                        (drafts.len() > 1).then_some(position),
+                        Some(position),
                         StoreError::ClockMismatch {
                             expected,
                             actual: clock,
@@ -350,7 +350,7 @@ impl Inner {
             }
             if clock >= u64::from(u32::MAX) {
                 return Err((
-                    (drafts.len() > 1).then_some(position),
+                    Some(position),
                     StoreError::CapacityExceeded {
                         reason: format!("entity {entity} has reached {clock} events"),
                     },
