@@ -2,6 +2,8 @@
 //! link check. All three run even if one fails, so one pass shows every
 //! problem.
 
+use std::path::PathBuf;
+
 use crate::error::{XtaskError, XtaskResult};
 use crate::link_check;
 use crate::process::{repository_root, Invocation};
@@ -64,7 +66,22 @@ fn build_mdbook_guide() -> XtaskResult<()> {
         )));
     }
     MDBOOK.ensure_installed()?;
+    // Build into the cargo target directory, so the rendered book never
+    // lands in the source tree.
+    let destination = target_directory().join("guide");
+    let destination = destination.to_string_lossy();
     Invocation::new("mdbook")
-        .args(&["build", GUIDE_DIRECTORY])
-        .run()
+        .args(&["build", GUIDE_DIRECTORY, "--dest-dir", &destination])
+        .run()?;
+    println!("guide: {destination}/index.html");
+    Ok(())
+}
+
+/// `CARGO_TARGET_DIR` if set (relative to the repository root), else `target/`.
+fn target_directory() -> PathBuf {
+    let root = repository_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(directory) if !directory.is_empty() => root.join(PathBuf::from(directory)),
+        _ => root.join("target"),
+    }
 }
