@@ -33,7 +33,7 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::store::EventIter;
 use crate::{
@@ -318,6 +318,7 @@ impl<T: EventPayload> Iterator for TypedEvents<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
     use serde_json::json;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

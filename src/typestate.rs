@@ -332,7 +332,6 @@ macro_rules! typestate {
     ) => {
         $(#[$meta])*
         #[derive(Debug)]
-        #[must_use = "a workflow handle is the only way to move its entity on"]
         $vis struct $machine<S> {
             handle: $crate::typestate::Handle,
             _state: ::core::marker::PhantomData<fn() -> S>,
@@ -498,6 +497,33 @@ mod tests {
             }
         );
         assert_eq!(<M as Machine>::KIND, EventKind::custom(0x3, 7));
+    }
+
+    #[test]
+    fn transitions_persist_and_replay_rebuilds_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::StoreConfig::new(dir.path())).unwrap();
+        let coord = Coordinate::new("light:kitchen", "house").unwrap();
+        assert!(matches!(LightState::load(&store, &coord).unwrap(), LightState::Off(_)));
+
+        let light: Light<Off> = Light::start(&store, &coord).unwrap();
+        let light: Light<On> = light.switch_on(&store).unwrap();
+        let light: Light<Off> = light.switch_off(&store).unwrap();
+        let light: Light<Broken> =
+            light.switch_on(&store).unwrap().smash(&store, &"ball".to_string()).unwrap();
+        assert_eq!(light.clock(), 4);
+        assert_eq!(light.coordinate(), &coord);
+
+        let loaded = LightState::load(&store, &coord).unwrap();
+        assert_eq!((loaded.name(), loaded.clock()), ("Broken", 4));
+        assert!(matches!(
+            Light::start(&store, &coord),
+            Err(TypestateError::AlreadyStarted { clock: 4, .. })
+        ));
+        let last = store.stream("light:kitchen").last().unwrap().unwrap();
+        let record: TransitionRecord = serde_json::from_value(last.payload).unwrap();
+        assert_eq!(record.transition, "smash");
+        assert_eq!(record.data, serde_json::json!("ball"));
     }
 
     #[test]
