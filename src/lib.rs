@@ -36,9 +36,9 @@ pub mod store;
 pub mod typed;
 pub mod typestate;
 
+pub use batpak_derive::EventPayload;
 pub use coordinate::{Coordinate, CoordinateError};
 pub use event::{EventHash, EventHeader, EventId, EventKind, KindError, StoredEvent};
-pub use batpak_derive::EventPayload;
 pub use guard::{gate_fn, Denial, Gate, GateSet, Proposal};
 pub use pipeline::{Committed, Pipeline, Receipt};
 pub use projection::{CacheOutcome, EventSourced, FileCache, Freshness, NoCache, ProjectionCache};
