@@ -38,7 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match HeroState::load(&store, &aria)? {
         HeroState::Lair(hero) => {
             let hero: Hero<Treasury> = hero.win(&store)?;
-            println!("aria won and reached the treasury at clock {}", hero.clock());
+            println!(
+                "aria won and reached the treasury at clock {}",
+                hero.clock()
+            );
         }
         other => println!("unexpected state {}", other.name()),
     }

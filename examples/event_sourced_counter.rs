@@ -55,7 +55,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for by in [1, 2, 3] {
         store.append_typed(&clicks, &Incremented { by })?;
     }
-    store.append_typed(&clicks, &Reset { reason: "new day".into() })?;
+    store.append_typed(
+        &clicks,
+        &Reset {
+            reason: "new day".into(),
+        },
+    )?;
     store.append_typed(&clicks, &Incremented { by: 10 })?;
 
     // Plain projection: fold while reading, no cache.

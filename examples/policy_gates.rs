@@ -61,7 +61,13 @@ impl Gate<Policy> for SanctionsGate {
 }
 
 fn transfer(from: &Coordinate, to: &str, cents: u64) -> Result<Proposal, StoreError> {
-    Proposal::typed(from, &TransferSent { to: to.into(), cents })
+    Proposal::typed(
+        from,
+        &TransferSent {
+            to: to.into(),
+            cents,
+        },
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

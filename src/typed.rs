@@ -115,7 +115,9 @@ pub enum TypedError {
         found: EventKind,
     },
     /// The event was written by a newer schema than this program knows.
-    #[error("event {event_id} has schema version {stored}, newer than version {supported} known here")]
+    #[error(
+        "event {event_id} has schema version {stored}, newer than version {supported} known here"
+    )]
     NewerVersion {
         /// The event.
         event_id: EventId,
@@ -359,17 +361,35 @@ mod tests {
     fn current_version_decodes_without_upcasting() {
         let value = json!({"full_name": "Ada", "age": 36});
         let decoded: Renamed = decode_payload(id(), 2, Cow::Borrowed(&value)).unwrap();
-        assert_eq!(decoded, Renamed { full_name: "Ada".into(), age: 36 });
+        assert_eq!(
+            decoded,
+            Renamed {
+                full_name: "Ada".into(),
+                age: 36
+            }
+        );
     }
 
     #[test]
     fn older_versions_are_upcast_one_step_at_a_time() {
         let v0 = json!({"name": "Ada"});
         let decoded: Renamed = decode_payload(id(), 0, Cow::Owned(v0)).unwrap();
-        assert_eq!(decoded, Renamed { full_name: "Ada".into(), age: 0 });
+        assert_eq!(
+            decoded,
+            Renamed {
+                full_name: "Ada".into(),
+                age: 0
+            }
+        );
         let v1 = json!({"full_name": "Grace"});
         let decoded: Renamed = decode_payload(id(), 1, Cow::Owned(v1)).unwrap();
-        assert_eq!(decoded, Renamed { full_name: "Grace".into(), age: 0 });
+        assert_eq!(
+            decoded,
+            Renamed {
+                full_name: "Grace".into(),
+                age: 0
+            }
+        );
     }
 
     #[test]
@@ -378,7 +398,11 @@ mod tests {
         let error = decode_payload::<Renamed>(id(), 3, Cow::Owned(value)).unwrap_err();
         assert!(matches!(
             error,
-            TypedError::NewerVersion { stored: 3, supported: 2, .. }
+            TypedError::NewerVersion {
+                stored: 3,
+                supported: 2,
+                ..
+            }
         ));
     }
 
@@ -386,7 +410,11 @@ mod tests {
     fn failing_upcaster_names_the_step() {
         let error = decode_payload::<Renamed>(id(), 0, Cow::Owned(json!({"nom": 1}))).unwrap_err();
         match error {
-            TypedError::Upcast { from_version, source, .. } => {
+            TypedError::Upcast {
+                from_version,
+                source,
+                ..
+            } => {
                 assert_eq!(from_version, 0);
                 assert_eq!(source.reason(), "v0 payload has no `name`");
             }
@@ -405,7 +433,13 @@ mod tests {
             const SCHEMA_VERSION: u16 = 1;
         }
         let error = decode_payload::<Plain>(id(), 0, Cow::Owned(json!({"n": 1}))).unwrap_err();
-        assert!(matches!(error, TypedError::Upcast { from_version: 0, .. }));
+        assert!(matches!(
+            error,
+            TypedError::Upcast {
+                from_version: 0,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -156,7 +156,10 @@ pub struct Handle {
 
 impl Handle {
     /// A handle for a fresh workflow; fails if the entity has events.
-    pub fn start<M: Machine>(store: &Store, coordinate: &Coordinate) -> Result<Self, TypestateError> {
+    pub fn start<M: Machine>(
+        store: &Store,
+        coordinate: &Coordinate,
+    ) -> Result<Self, TypestateError> {
         let clock = store.entity_clock(coordinate.entity());
         if clock != 0 {
             return Err(TypestateError::AlreadyStarted {
@@ -250,7 +253,10 @@ impl Replayed {
 
 /// Replays `coordinate`'s transition events of machine `M`, checking each
 /// against the declared transitions, and returns the current state.
-pub fn replay<M: Machine>(store: &Store, coordinate: &Coordinate) -> Result<Replayed, TypestateError> {
+pub fn replay<M: Machine>(
+    store: &Store,
+    coordinate: &Coordinate,
+) -> Result<Replayed, TypestateError> {
     let entity = coordinate.entity();
     // The clock to expect next is the entity's, read before replay: if an
     // event lands during replay, the next transition fails with a clock
@@ -504,13 +510,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(crate::StoreConfig::new(dir.path())).unwrap();
         let coord = Coordinate::new("light:kitchen", "house").unwrap();
-        assert!(matches!(LightState::load(&store, &coord).unwrap(), LightState::Off(_)));
+        assert!(matches!(
+            LightState::load(&store, &coord).unwrap(),
+            LightState::Off(_)
+        ));
 
         let light: Light<Off> = Light::start(&store, &coord).unwrap();
         let light: Light<On> = light.switch_on(&store).unwrap();
         let light: Light<Off> = light.switch_off(&store).unwrap();
-        let light: Light<Broken> =
-            light.switch_on(&store).unwrap().smash(&store, &"ball".to_string()).unwrap();
+        let light: Light<Broken> = light
+            .switch_on(&store)
+            .unwrap()
+            .smash(&store, &"ball".to_string())
+            .unwrap();
         assert_eq!(light.clock(), 4);
         assert_eq!(light.coordinate(), &coord);
 

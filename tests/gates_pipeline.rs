@@ -20,7 +20,10 @@ impl Gate<Policy> for LimitGate {
     fn check(&self, policy: &Policy, proposal: &Proposal) -> Result<(), String> {
         match proposal.payload()["cents"].as_u64() {
             Some(cents) if cents <= policy.limit_cents => Ok(()),
-            Some(cents) => Err(format!("{cents} cents exceeds the limit of {}", policy.limit_cents)),
+            Some(cents) => Err(format!(
+                "{cents} cents exceeds the limit of {}",
+                policy.limit_cents
+            )),
             None => Err("no amount".to_string()),
         }
     }
@@ -29,14 +32,17 @@ impl Gate<Policy> for LimitGate {
 fn pipeline(set: GateSet<Policy>) -> Pipeline<Policy> {
     Pipeline::new(
         set.with(LimitGate)
-            .with(gate_fn("sanctions", |policy: &Policy, proposal: &Proposal| {
-                let to = proposal.payload()["to"].as_str().unwrap_or_default();
-                if policy.sanctioned.contains(&to) {
-                    Err(format!("{to} is sanctioned"))
-                } else {
-                    Ok(())
-                }
-            }))
+            .with(gate_fn(
+                "sanctions",
+                |policy: &Policy, proposal: &Proposal| {
+                    let to = proposal.payload()["to"].as_str().unwrap_or_default();
+                    if policy.sanctioned.contains(&to) {
+                        Err(format!("{to} is sanctioned"))
+                    } else {
+                        Ok(())
+                    }
+                },
+            ))
             .with(gate_fn("own-scope", |_: &Policy, proposal: &Proposal| {
                 if proposal.coordinate().scope() == "bank" && proposal.kind() == TRANSFER {
                     Ok(())
@@ -56,7 +62,12 @@ fn policy() -> Policy {
 
 fn transfer(cents: u64, to: &str) -> Proposal {
     let from = Coordinate::new("account:alice", "bank").unwrap();
-    Proposal::new(&from, TRANSFER, &serde_json::json!({ "cents": cents, "to": to })).unwrap()
+    Proposal::new(
+        &from,
+        TRANSFER,
+        &serde_json::json!({ "cents": cents, "to": to }),
+    )
+    .unwrap()
 }
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -82,7 +93,10 @@ fn a_passed_receipt_commits_and_reports_what_the_store_wrote() {
     assert!(committed.receipt.hash.is_some());
     assert_eq!(committed.coordinate, stored.coordinate);
     assert_eq!(committed.kind, TRANSFER);
-    assert_eq!(stored.payload, serde_json::json!({"cents": 500, "to": "bob"}));
+    assert_eq!(
+        stored.payload,
+        serde_json::json!({"cents": 500, "to": "bob"})
+    );
     assert!(committed.bypass_record.is_none());
 
     let second = pipeline
@@ -98,15 +112,21 @@ fn a_passed_receipt_commits_and_reports_what_the_store_wrote() {
 fn denials_name_the_gate_and_write_nothing() {
     let (_dir, store) = open();
     let pipeline = pipeline(GateSet::fail_fast());
-    let denial = pipeline.evaluate(&policy(), transfer(50_000, "bob")).unwrap_err();
+    let denial = pipeline
+        .evaluate(&policy(), transfer(50_000, "bob"))
+        .unwrap_err();
     assert_eq!(denial.gate(), "limit");
     assert_eq!(denial.reason(), "50000 cents exceeds the limit of 10000");
 
-    let denial = pipeline.evaluate(&policy(), transfer(5, "mallory")).unwrap_err();
+    let denial = pipeline
+        .evaluate(&policy(), transfer(5, "mallory"))
+        .unwrap_err();
     assert_eq!(denial.gate(), "sanctions");
 
     // Fail-fast: only the first of two refusals.
-    let denial = pipeline.evaluate(&policy(), transfer(50_000, "mallory")).unwrap_err();
+    let denial = pipeline
+        .evaluate(&policy(), transfer(50_000, "mallory"))
+        .unwrap_err();
     assert_eq!(denial.refusals().len(), 1);
     assert_eq!(store.next_sequence(), 0, "denied proposals write nothing");
 }
@@ -133,23 +153,33 @@ fn proposal_options_apply_on_commit() {
     let (_dir, store) = open();
     let pipeline = pipeline(GateSet::fail_fast());
     let first = pipeline
-        .evaluate(&policy(), transfer(1, "bob").with_options(AppendOptions::new().expect_clock(0)))
+        .evaluate(
+            &policy(),
+            transfer(1, "bob").with_options(AppendOptions::new().expect_clock(0)),
+        )
         .unwrap()
         .commit(&store)
         .unwrap();
     // A second commit expecting the same clock loses the race.
     let stale = pipeline
-        .evaluate(&policy(), transfer(2, "bob").with_options(AppendOptions::new().expect_clock(0)))
+        .evaluate(
+            &policy(),
+            transfer(2, "bob").with_options(AppendOptions::new().expect_clock(0)),
+        )
         .unwrap()
         .commit(&store);
     assert!(matches!(
         stale,
-        Err(StoreError::ClockMismatch { expected: 0, actual: 1 })
+        Err(StoreError::ClockMismatch {
+            expected: 0,
+            actual: 1
+        })
     ));
     let caused = pipeline
         .evaluate(
             &policy(),
-            transfer(3, "bob").with_options(AppendOptions::new().causation_id(first.receipt.event_id)),
+            transfer(3, "bob")
+                .with_options(AppendOptions::new().causation_id(first.receipt.event_id)),
         )
         .unwrap()
         .commit(&store)
@@ -170,7 +200,10 @@ fn bypass_commits_the_event_with_a_record_of_its_reason() {
         .unwrap();
     let event = store.get(committed.receipt.event_id).unwrap().unwrap();
     assert_eq!(event.payload["cents"], 1_000_000);
-    assert_eq!(event.header.clock, 1, "the record does not move the entity's clock");
+    assert_eq!(
+        event.header.clock, 1,
+        "the record does not move the entity's clock"
+    );
 
     let record_receipt = committed.bypass_record.unwrap();
     assert_eq!(record_receipt.sequence, committed.receipt.sequence + 1);
@@ -222,9 +255,15 @@ fn typed_proposals_carry_kind_and_schema_version() {
     }
     let (_dir, store) = open();
     let from = Coordinate::new("account:alice", "bank").unwrap();
-    let proposal = Proposal::typed(&from, &Paid { cents: 5, to: "bob".into() })
-        .unwrap()
-        .with_options(AppendOptions::new().flags(0x8));
+    let proposal = Proposal::typed(
+        &from,
+        &Paid {
+            cents: 5,
+            to: "bob".into(),
+        },
+    )
+    .unwrap()
+    .with_options(AppendOptions::new().flags(0x8));
     assert_eq!(proposal.kind(), EventKind::custom(0x4, 2));
     let gates = GateSet::fail_fast().with(LimitGate);
     let committed = Pipeline::new(gates)
@@ -232,7 +271,10 @@ fn typed_proposals_carry_kind_and_schema_version() {
         .unwrap()
         .commit(&store)
         .unwrap();
-    let stored = store.get_as::<Paid>(committed.receipt.event_id).unwrap().unwrap();
+    let stored = store
+        .get_as::<Paid>(committed.receipt.event_id)
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.header.schema_version, 3);
     assert_eq!(stored.header.flags, 0x8);
     assert_eq!(stored.payload.to, "bob");

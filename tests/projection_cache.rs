@@ -86,7 +86,11 @@ fn coord(entity: &str) -> Coordinate {
 
 fn deposit(store: &Store, entity: &str, amount: i64) {
     store
-        .append(&coord(entity), DEPOSITED, &serde_json::json!({ "amount": amount }))
+        .append(
+            &coord(entity),
+            DEPOSITED,
+            &serde_json::json!({ "amount": amount }),
+        )
         .unwrap();
 }
 
@@ -98,7 +102,11 @@ fn fill(store: &Store) {
             _ => (NOTE, 1_000_000),
         };
         store
-            .append(&coord("account:a"), kind, &serde_json::json!({ "amount": amount }))
+            .append(
+                &coord("account:a"),
+                kind,
+                &serde_json::json!({ "amount": amount }),
+            )
             .unwrap();
         // Unrelated traffic on another entity, interleaved.
         deposit(store, "account:b", 1);
@@ -121,7 +129,9 @@ fn projection_equals_a_hand_fold_over_stream() {
     assert_eq!(cached.position.clock, 40);
     let count: EventCount = store.project("account:a", Freshness::Consistent).unwrap();
     assert_eq!(count, EventCount(40));
-    let nobody: Account = store.project("account:nobody", Freshness::Consistent).unwrap();
+    let nobody: Account = store
+        .project("account:nobody", Freshness::Consistent)
+        .unwrap();
     assert_eq!(nobody, Account::initial());
 }
 
@@ -152,7 +162,9 @@ fn cache_miss_then_hit_then_incremental() {
         .unwrap();
     assert_eq!(first.outcome, CacheOutcome::Miss);
     assert!(first.cache_error.is_none());
-    assert!(cache.entry_path(&CacheKey::of::<Account>(), "account:a").exists());
+    assert!(cache
+        .entry_path(&CacheKey::of::<Account>(), "account:a")
+        .exists());
 
     let second = store
         .project_with::<Account, _>(&cache, "account:a", Freshness::Consistent)
@@ -219,7 +231,10 @@ fn maybe_stale_serves_a_young_entry_without_reading_the_log() {
     let consistent = store
         .project_with::<Account, _>(&cache, "account:a", Freshness::Consistent)
         .unwrap();
-    assert_eq!((consistent.outcome, consistent.state.balance), (CacheOutcome::Hit, 30));
+    assert_eq!(
+        (consistent.outcome, consistent.state.balance),
+        (CacheOutcome::Hit, 30)
+    );
 }
 
 #[test]
@@ -287,7 +302,11 @@ fn an_entry_that_does_not_match_the_log_is_rebuilt() {
     };
     for position in [ahead, wrong_event] {
         cache
-            .store(&key, "account:a", &batpak::projection::CacheEntry::now(position, forged_state.clone()))
+            .store(
+                &key,
+                "account:a",
+                &batpak::projection::CacheEntry::now(position, forged_state.clone()),
+            )
             .unwrap();
         let projected = store
             .project_with::<Account, _>(&cache, "account:a", Freshness::Consistent)

@@ -85,7 +85,10 @@ fn derive_binds_kind_and_version() {
     assert_eq!(<Moved as EventPayload>::KIND, EventKind::custom(0xF, 1));
     assert_eq!(<Moved as EventPayload>::SCHEMA_VERSION, 0);
     assert_eq!(<Registered as EventPayload>::SCHEMA_VERSION, 2);
-    assert_eq!(<Registered as EventPayload>::KIND, EventKind::custom(0x2, 0x10));
+    assert_eq!(
+        <Registered as EventPayload>::KIND,
+        EventKind::custom(0x2, 0x10)
+    );
 }
 
 #[test]
@@ -116,7 +119,10 @@ fn every_write_path_reads_back_the_same_value() {
         let raw = store.get(id).unwrap().unwrap();
         assert_eq!(raw.payload, serde_json::to_value(moved(n)).unwrap());
         // The plain decode agrees with the typed one.
-        assert_eq!(store.get_typed::<Moved>(id).unwrap().unwrap().payload, moved(n));
+        assert_eq!(
+            store.get_typed::<Moved>(id).unwrap().unwrap().payload,
+            moved(n)
+        );
     }
 
     let streamed: Vec<Moved> = store
@@ -132,7 +138,12 @@ fn typed_streams_skip_other_kinds_and_typed_gets_check_the_kind() {
     let coord = Coordinate::new("player:1", "game").unwrap();
     store.append_typed(&coord, &moved(1)).unwrap();
     let shout = store
-        .append_typed(&coord, &Shouted { words: vec!["hi".into()] })
+        .append_typed(
+            &coord,
+            &Shouted {
+                words: vec!["hi".into()],
+            },
+        )
         .unwrap();
     store.append_typed(&coord, &moved(2)).unwrap();
 
@@ -145,7 +156,12 @@ fn typed_streams_skip_other_kinds_and_typed_gets_check_the_kind() {
         .query_as::<Shouted>(&Region::scope("game"))
         .map(|event| event.unwrap().payload)
         .collect();
-    assert_eq!(shouts, [Shouted { words: vec!["hi".into()] }]);
+    assert_eq!(
+        shouts,
+        [Shouted {
+            words: vec!["hi".into()]
+        }]
+    );
 
     match store.get_as::<Moved>(shout.event_id) {
         Err(TypedError::KindMismatch {
@@ -168,7 +184,12 @@ fn older_payloads_are_upcast_on_read_after_a_version_bump() {
         .append_typed(&coord, &v0::Registered { name: "Ada".into() })
         .unwrap();
     let middle = store
-        .append_typed(&coord, &v1::Registered { full_name: "Ada L.".into() })
+        .append_typed(
+            &coord,
+            &v1::Registered {
+                full_name: "Ada L.".into(),
+            },
+        )
         .unwrap();
     let new = store
         .append_typed(
@@ -187,8 +208,20 @@ fn older_payloads_are_upcast_on_read_after_a_version_bump() {
     assert_eq!(versions, [0, 1, 2], "each write records its type's version");
 
     let read = |id| store.get_as::<Registered>(id).unwrap().unwrap().payload;
-    assert_eq!(read(old.event_id), Registered { full_name: "Ada".into(), email: None });
-    assert_eq!(read(middle.event_id), Registered { full_name: "Ada L.".into(), email: None });
+    assert_eq!(
+        read(old.event_id),
+        Registered {
+            full_name: "Ada".into(),
+            email: None
+        }
+    );
+    assert_eq!(
+        read(middle.event_id),
+        Registered {
+            full_name: "Ada L.".into(),
+            email: None
+        }
+    );
     assert_eq!(read(new.event_id).email.as_deref(), Some("ada@example.org"));
     assert_eq!(store.stream_as::<Registered>("user:ada").count(), 3);
     // Projections decode through the same path.
@@ -201,7 +234,13 @@ fn payloads_from_a_newer_schema_are_a_typed_error() {
     let (_dir, store) = open();
     let coord = Coordinate::new("user:bob", "accounts").unwrap();
     let newer = store
-        .append_typed(&coord, &Registered { full_name: "Bob".into(), email: None })
+        .append_typed(
+            &coord,
+            &Registered {
+                full_name: "Bob".into(),
+                email: None,
+            },
+        )
         .unwrap();
     match store.get_as::<v1::Registered>(newer.event_id) {
         Err(TypedError::NewerVersion {
@@ -211,11 +250,20 @@ fn payloads_from_a_newer_schema_are_a_typed_error() {
     }
     // v0 has no upcaster and a v1 payload is newer than it, too.
     let v1_event = store
-        .append_typed(&coord, &v1::Registered { full_name: "Bob B.".into() })
+        .append_typed(
+            &coord,
+            &v1::Registered {
+                full_name: "Bob B.".into(),
+            },
+        )
         .unwrap();
     assert!(matches!(
         store.get_as::<v0::Registered>(v1_event.event_id),
-        Err(TypedError::NewerVersion { stored: 1, supported: 0, .. })
+        Err(TypedError::NewerVersion {
+            stored: 1,
+            supported: 0,
+            ..
+        })
     ));
 }
 

@@ -34,7 +34,10 @@ fn each_transition_is_one_event_and_load_rebuilds_the_state() {
     let order = Order::start(&store, &coord).unwrap();
     assert_eq!(store.entity_clock("order:1"), 0, "starting writes nothing");
     let order: Order<Placed> = order.place(&store, &3).unwrap();
-    assert!(matches!(OrderState::load(&store, &coord).unwrap(), OrderState::Placed(_)));
+    assert!(matches!(
+        OrderState::load(&store, &coord).unwrap(),
+        OrderState::Placed(_)
+    ));
     let order: Order<Shipped> = order.ship(&store).unwrap();
     assert_eq!(order.clock(), 2);
 
@@ -50,7 +53,10 @@ fn each_transition_is_one_event_and_load_rebuilds_the_state() {
         .iter()
         .map(|r| (r.transition.as_str(), r.from.as_str(), r.to.as_str()))
         .collect();
-    assert_eq!(steps, [("place", "Draft", "Placed"), ("ship", "Placed", "Shipped")]);
+    assert_eq!(
+        steps,
+        [("place", "Draft", "Placed"), ("ship", "Placed", "Shipped")]
+    );
     assert_eq!(records[0].data, serde_json::json!(3));
     assert_eq!(records[0].machine, "Order");
 
@@ -63,7 +69,10 @@ fn each_transition_is_one_event_and_load_rebuilds_the_state() {
 fn a_loaded_handle_continues_the_workflow() {
     let (dir, store) = open();
     let coord = Coordinate::new("order:2", "shop").unwrap();
-    Order::start(&store, &coord).unwrap().place(&store, &1).unwrap();
+    Order::start(&store, &coord)
+        .unwrap()
+        .place(&store, &1)
+        .unwrap();
     store.close().unwrap();
 
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
@@ -72,14 +81,20 @@ fn a_loaded_handle_continues_the_workflow() {
     };
     let cancelled: Order<Cancelled> = order.cancel(&store).unwrap();
     assert_eq!(cancelled.clock(), 2);
-    assert_eq!(OrderState::load(&store, &coord).unwrap().name(), "Cancelled");
+    assert_eq!(
+        OrderState::load(&store, &coord).unwrap().name(),
+        "Cancelled"
+    );
 }
 
 #[test]
 fn two_handles_racing_on_one_entity_cannot_both_move_it() {
     let (_dir, store) = open();
     let coord = Coordinate::new("order:3", "shop").unwrap();
-    Order::start(&store, &coord).unwrap().place(&store, &1).unwrap();
+    Order::start(&store, &coord)
+        .unwrap()
+        .place(&store, &1)
+        .unwrap();
     let (OrderState::Placed(first), OrderState::Placed(second)) = (
         OrderState::load(&store, &coord).unwrap(),
         OrderState::load(&store, &coord).unwrap(),
@@ -88,7 +103,10 @@ fn two_handles_racing_on_one_entity_cannot_both_move_it() {
     };
     first.ship(&store).unwrap();
     match second.cancel(&store) {
-        Err(TypestateError::Store(StoreError::ClockMismatch { expected: 1, actual: 2 })) => {}
+        Err(TypestateError::Store(StoreError::ClockMismatch {
+            expected: 1,
+            actual: 2,
+        })) => {}
         other => panic!("expected a clock mismatch, got {other:?}"),
     }
     assert_eq!(OrderState::load(&store, &coord).unwrap().name(), "Shipped");
@@ -134,7 +152,10 @@ fn a_log_with_an_undeclared_transition_is_refused() {
 fn other_kinds_on_the_entity_are_ignored_by_replay() {
     let (_dir, store) = open();
     let coord = Coordinate::new("order:6", "shop").unwrap();
-    let order = Order::start(&store, &coord).unwrap().place(&store, &2).unwrap();
+    let order = Order::start(&store, &coord)
+        .unwrap()
+        .place(&store, &2)
+        .unwrap();
     store
         .append(&coord, EventKind::custom(0x5, 2), &"a note")
         .unwrap();

@@ -27,10 +27,11 @@ impl Proposal {
         kind: EventKind,
         payload: &impl Serialize,
     ) -> Result<Self, StoreError> {
-        let payload = serde_json::to_value(payload).map_err(|source| StoreError::Serialization {
-            direction: "encoding",
-            source,
-        })?;
+        let payload =
+            serde_json::to_value(payload).map_err(|source| StoreError::Serialization {
+                direction: "encoding",
+                source,
+            })?;
         Ok(Proposal {
             coordinate: coordinate.clone(),
             kind,

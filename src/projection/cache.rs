@@ -55,9 +55,18 @@ impl CacheKey {
         let kinds = if kinds.is_empty() {
             "*".to_string()
         } else {
-            kinds.iter().map(|bits| format!("{bits:04x}")).collect::<Vec<_>>().join(",")
+            kinds
+                .iter()
+                .map(|bits| format!("{bits:04x}"))
+                .collect::<Vec<_>>()
+                .join(",")
         };
-        CacheKey(format!("{}@v{}[{}]", T::projection_name(), T::SCHEMA_VERSION, kinds))
+        CacheKey(format!(
+            "{}@v{}[{}]",
+            T::projection_name(),
+            T::SCHEMA_VERSION,
+            kinds
+        ))
     }
 
     /// The key as a string.
@@ -265,7 +274,9 @@ impl ProjectionCache for FileCache {
         let bytes = match File::open(&path).and_then(|file| {
             let length = file.metadata()?.len();
             if length > ENTRY_MAX_BYTES {
-                return Err(io::Error::other(format!("entry is {length} bytes, over the limit")));
+                return Err(io::Error::other(format!(
+                    "entry is {length} bytes, over the limit"
+                )));
             }
             let mut bytes = Vec::with_capacity(length as usize);
             io::Read::read_to_end(&mut io::Read::take(file, ENTRY_MAX_BYTES), &mut bytes)?;
@@ -300,11 +311,13 @@ fn file_name(text: &str) -> String {
         if readable.len() + character.len_utf8() > NAME_PART_MAX_BYTES {
             break;
         }
-        readable.push(if character.is_ascii_alphanumeric() || "-_.@".contains(character) {
-            character
-        } else {
-            '_'
-        });
+        readable.push(
+            if character.is_ascii_alphanumeric() || "-_.@".contains(character) {
+                character
+            } else {
+                '_'
+            },
+        );
     }
     format!("{readable}-{:016x}", fnv1a_64(text.as_bytes()))
 }
@@ -325,7 +338,13 @@ pub(crate) fn encode_entry(key: &str, entity: &str, entry: &CacheEntry) -> Vec<u
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&entry.position.clock.to_le_bytes());
     bytes.extend_from_slice(&entry.position.sequence.unwrap_or(u64::MAX).to_le_bytes());
-    bytes.extend_from_slice(&entry.position.event_id.map(EventId::to_bytes).unwrap_or([0; 16]));
+    bytes.extend_from_slice(
+        &entry
+            .position
+            .event_id
+            .map(EventId::to_bytes)
+            .unwrap_or([0; 16]),
+    );
     bytes.extend_from_slice(&entry.written_at_us.to_le_bytes());
     for part_length in [key.len(), entity.len(), entry.state.len()] {
         // Keys and entities are at most a few KiB; states are bounded by ENTRY_MAX_BYTES on load.
@@ -342,13 +361,18 @@ pub(crate) fn encode_entry(key: &str, entity: &str, entry: &CacheEntry) -> Vec<u
 
 pub(crate) fn decode_entry(bytes: &[u8], key: &str, entity: &str) -> Result<CacheEntry, String> {
     if bytes.len() < HEADER_BYTES + CRC_BYTES {
-        return Err(format!("entry is {} bytes, shorter than its header", bytes.len()));
+        return Err(format!(
+            "entry is {} bytes, shorter than its header",
+            bytes.len()
+        ));
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
     let stored_crc = u32::from_le_bytes(array(crc, 0));
     let actual_crc = crc32fast::hash(body);
     if stored_crc != actual_crc {
-        return Err(format!("checksum mismatch (stored {stored_crc:08x}, computed {actual_crc:08x})"));
+        return Err(format!(
+            "checksum mismatch (stored {stored_crc:08x}, computed {actual_crc:08x})"
+        ));
     }
     if &body[0..8] != MAGIC {
         return Err("not a projection cache entry (bad magic)".to_string());
@@ -402,8 +426,11 @@ mod tests {
 
     struct Counter;
     impl EventSourced for Counter {
-        const RELEVANT_KINDS: &'static [EventKind] =
-            &[EventKind::custom(0xF, 2), EventKind::custom(0xF, 1), EventKind::custom(0xF, 2)];
+        const RELEVANT_KINDS: &'static [EventKind] = &[
+            EventKind::custom(0xF, 2),
+            EventKind::custom(0xF, 1),
+            EventKind::custom(0xF, 2),
+        ];
         const SCHEMA_VERSION: u16 = 3;
         fn initial() -> Self {
             Counter
@@ -504,7 +531,11 @@ mod tests {
         let name = file_name(&long);
         assert!(name.len() <= NAME_PART_MAX_BYTES + 17);
         assert!(!name.contains('/'));
-        assert_ne!(file_name("a:b"), file_name("a_b"), "hash keeps sanitized names apart");
+        assert_ne!(
+            file_name("a:b"),
+            file_name("a_b"),
+            "hash keeps sanitized names apart"
+        );
     }
 
     #[test]
@@ -516,7 +547,10 @@ mod tests {
 
         let entry = sample_entry();
         cache.store(&key, "player:1", &entry).unwrap();
-        assert_eq!(cache.load(&key, "player:1"), CacheLookup::Found(entry.clone()));
+        assert_eq!(
+            cache.load(&key, "player:1"),
+            CacheLookup::Found(entry.clone())
+        );
         assert_eq!(cache.load(&key, "player:2"), CacheLookup::Missing);
 
         let path = cache.entry_path(&key, "player:1");
@@ -524,7 +558,10 @@ mod tests {
         let last = bytes.len() - 10;
         bytes[last] ^= 0xFF;
         fs::write(&path, &bytes).unwrap();
-        assert!(matches!(cache.load(&key, "player:1"), CacheLookup::Corrupt { .. }));
+        assert!(matches!(
+            cache.load(&key, "player:1"),
+            CacheLookup::Corrupt { .. }
+        ));
 
         // Overwriting repairs it, and leaves no temporary file behind.
         cache.store(&key, "player:1", &entry).unwrap();

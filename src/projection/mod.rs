@@ -51,7 +51,9 @@
 mod cache;
 mod watch;
 
-pub use cache::{CacheEntry, CacheError, CacheKey, CacheLookup, FileCache, NoCache, ProjectionCache};
+pub use cache::{
+    CacheEntry, CacheError, CacheKey, CacheLookup, FileCache, NoCache, ProjectionCache,
+};
 pub use watch::ProjectionWatcher;
 
 use std::time::Duration;
@@ -209,7 +211,11 @@ pub(crate) fn fold_after<T: EventSourced>(
 impl Store {
     /// Folds `T` from `entity`'s events, reading them as it folds. Uses no
     /// cache, so every [`Freshness`] gets a consistent state.
-    pub fn project<T: EventSourced>(&self, entity: &str, freshness: Freshness) -> Result<T, StoreError> {
+    pub fn project<T: EventSourced>(
+        &self,
+        entity: &str,
+        freshness: Freshness,
+    ) -> Result<T, StoreError> {
         let _ = freshness;
         let mut state = T::initial();
         fold_after(self, entity, &mut state, Position::default())?;
@@ -234,7 +240,12 @@ impl Store {
         let (start, outcome_if_rebuilt) = match cache.load(&key, entity) {
             CacheLookup::Missing => (None, CacheOutcome::Miss),
             CacheLookup::Corrupt { reason } => {
-                tracing::warn!(key = key.as_str(), entity, reason, "corrupt projection cache entry");
+                tracing::warn!(
+                    key = key.as_str(),
+                    entity,
+                    reason,
+                    "corrupt projection cache entry"
+                );
                 (None, CacheOutcome::Corrupt)
             }
             CacheLookup::Found(entry) => match serde_json::from_slice::<T>(&entry.state) {
@@ -294,7 +305,10 @@ impl Store {
 
     /// Waits for `entity` to change and yields its new state (see
     /// [`ProjectionWatcher`]). Folds the current state first.
-    pub fn watch<T: EventSourced>(&self, entity: &str) -> Result<ProjectionWatcher<'_, T>, StoreError> {
+    pub fn watch<T: EventSourced>(
+        &self,
+        entity: &str,
+    ) -> Result<ProjectionWatcher<'_, T>, StoreError> {
         ProjectionWatcher::new(self, entity)
     }
 
@@ -308,11 +322,13 @@ impl Store {
         }
         match (position.sequence, position.event_id) {
             (None, None) => Ok(position.clock == 0),
-            (Some(sequence), Some(event_id)) => Ok(self.get_by_sequence(sequence)?.is_some_and(|event| {
-                event.header.event_id == event_id
-                    && event.header.clock == position.clock
-                    && event.coordinate.entity() == entity
-            })),
+            (Some(sequence), Some(event_id)) => {
+                Ok(self.get_by_sequence(sequence)?.is_some_and(|event| {
+                    event.header.event_id == event_id
+                        && event.header.clock == position.clock
+                        && event.coordinate.entity() == entity
+                }))
+            }
             _ => Ok(false),
         }
     }
