@@ -22,7 +22,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, RwLock, RwLockUpgradableReadGuard};
 
 use super::index::{Index, NewEntry};
-use super::log::frame::{encode_frame, FrameFields, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::log::frame::{
+    encode_frame, FrameFields, SegmentHeader, BODY_FIXED_BYTES, FRAME_PREFIX_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
 use super::log::io::{StorageFile, StorageIo};
 use super::log::segment::{segment_file_name, SegmentReader};
 use super::options::Causation;
@@ -240,15 +243,25 @@ impl Inner {
                     }));
                 }
             }
+            // The largest frame this item can become: prefix, fixed part, both
+            // causal ids and the hash (the key is added below).
             total_bytes += (item.payload.len()
                 + item.coordinate.entity().len()
                 + item.coordinate.scope().len()
-                + 160) as u64;
+                + FRAME_PREFIX_BYTES
+                + BODY_FIXED_BYTES
+                + 16
+                + 16
+                + 32) as u64;
         }
+        total_bytes += batch
+            .idempotency_key
+            .as_ref()
+            .map_or(0, |k| k.as_bytes().len() as u64);
         if total_bytes > self.config.batch_max_bytes {
             return Err(StoreError::BatchRejected {
                 reason: format!(
-                    "about {total_bytes} encoded bytes exceed the limit of {}",
+                    "up to {total_bytes} encoded bytes exceed the limit of {}",
                     self.config.batch_max_bytes
                 ),
             });
@@ -327,7 +340,7 @@ impl Inner {
             if let Some(expected) = draft.expect_clock {
                 if expected != clock {
                     return Err((
-                        (drafts.len() > 1).then_some(position),
+                        Some(position),
                         StoreError::ClockMismatch {
                             expected,
                             actual: clock,
@@ -337,7 +350,7 @@ impl Inner {
             }
             if clock >= u64::from(u32::MAX) {
                 return Err((
-                    (drafts.len() > 1).then_some(position),
+                    Some(position),
                     StoreError::CapacityExceeded {
                         reason: format!("entity {entity} has reached {clock} events"),
                     },
