@@ -349,6 +349,10 @@ fn cache_survives_closing_and_reopening_the_store() {
         store.close().unwrap();
     }
     let store = open(dir.path());
+    assert!(
+        store.open_report().foreign_files.is_empty(),
+        "the store owns its projections/ directory"
+    );
     let cache = FileCache::for_store(&store).unwrap();
     let again = store
         .project_with::<Account, _>(&cache, "account:a", Freshness::Consistent)
