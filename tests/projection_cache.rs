@@ -419,3 +419,52 @@ fn watcher_yields_the_new_state_when_the_entity_changes() {
     assert_eq!(watcher.position().clock, 3);
     assert_eq!(watcher.into_state(), hand_fold(&store, "account:a"));
 }
+
+#[test]
+fn hits_and_incremental_updates_start_from_the_cached_state() {
+    // A cached state that no fold of the log would produce, at the log's
+    // real position: a hit must return it as is, and an incremental update
+    // must fold only the new events onto it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store);
+    let cache = FileCache::for_store(&store).unwrap();
+    let last = store.stream("account:a").last().unwrap().unwrap();
+    let position = Position {
+        clock: last.header.clock,
+        sequence: Some(last.sequence()),
+        event_id: Some(last.id()),
+    };
+    let marked = Account {
+        balance: 1_000_000,
+        operations: 0,
+    };
+    cache
+        .store(
+            &CacheKey::of::<Account>(),
+            "account:a",
+            &batpak::projection::CacheEntry::now(position, serde_json::to_vec(&marked).unwrap()),
+        )
+        .unwrap();
+
+    let hit = store
+        .project_with::<Account, _>(&cache, "account:a", Freshness::Consistent)
+        .unwrap();
+    assert_eq!((hit.outcome, &hit.state), (CacheOutcome::Hit, &marked));
+
+    deposit(&store, "account:a", 5);
+    let updated = store
+        .project_with::<Account, _>(&cache, "account:a", Freshness::Consistent)
+        .unwrap();
+    assert_eq!(
+        updated.outcome,
+        CacheOutcome::Incremental { events_read: 1 }
+    );
+    assert_eq!(
+        updated.state,
+        Account {
+            balance: 1_000_005,
+            operations: 1
+        }
+    );
+}

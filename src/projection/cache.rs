@@ -139,6 +139,14 @@ pub enum CacheError {
         #[source]
         source: io::Error,
     },
+    /// The entry would be larger than a cache entry may be.
+    #[error("projection cache: entry of {size} bytes is over the {max} byte limit")]
+    TooLarge {
+        /// The entry's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The state could not be serialized.
     #[error("projection cache: encoding state: {0}")]
     Encode(#[source] serde_json::Error),
@@ -299,6 +307,16 @@ impl ProjectionCache for FileCache {
     }
 
     fn store(&self, key: &CacheKey, entity: &str, entry: &CacheEntry) -> Result<(), CacheError> {
+        let size =
+            (HEADER_BYTES + key.as_str().len() + entity.len() + entry.state.len() + CRC_BYTES)
+                as u64;
+        if size > ENTRY_MAX_BYTES {
+            // Also keeps every length within the u32 fields of the format.
+            return Err(CacheError::TooLarge {
+                size,
+                max: ENTRY_MAX_BYTES,
+            });
+        }
         let bytes = encode_entry(key.as_str(), entity, entry);
         self.write_atomically(&self.entry_path(key, entity), &bytes)
     }
@@ -347,7 +365,8 @@ pub(crate) fn encode_entry(key: &str, entity: &str, entry: &CacheEntry) -> Vec<u
     );
     bytes.extend_from_slice(&entry.written_at_us.to_le_bytes());
     for part_length in [key.len(), entity.len(), entry.state.len()] {
-        // Keys and entities are at most a few KiB; states are bounded by ENTRY_MAX_BYTES on load.
+        // Bounded by ENTRY_MAX_BYTES (checked by the caller), so each fits in a u32.
+        debug_assert!(part_length as u64 <= ENTRY_MAX_BYTES);
         bytes.extend_from_slice(&(part_length as u32).to_le_bytes());
     }
     bytes.extend_from_slice(key.as_bytes());

@@ -269,6 +269,14 @@ impl Store {
                 }
             }
             if self.entry_matches_log(entity, &entry.position)? {
+                if self.entity_clock(entity) == entry.position.clock {
+                    return Ok(Projected {
+                        state,
+                        position: entry.position,
+                        outcome: CacheOutcome::Hit,
+                        cache_error: None,
+                    });
+                }
                 let Folded {
                     position,
                     events_read,
