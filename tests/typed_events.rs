@@ -307,3 +307,39 @@ fn a_hand_written_payload_in_a_reserved_category_is_refused_by_the_store() {
         Err(StoreError::ReservedKind { .. })
     ));
 }
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Any value, through any write path, reads back equal, typed and untyped.
+        #[test]
+        fn any_value_reads_back_the_same_through_every_path(
+            x in any::<i64>(),
+            y in any::<i64>(),
+            label in any::<String>(),
+        ) {
+            let (_dir, store) = open();
+            let coord = Coordinate::new("player:p", "game").unwrap();
+            let value = Moved { x, y, label };
+            let mut batch = Batch::new();
+            batch.add_typed(&coord, &value).unwrap();
+            batch.add(&coord, Moved::KIND, &value).unwrap();
+            let mut receipts = vec![
+                store.append_typed(&coord, &value).unwrap(),
+                store.append(&coord, Moved::KIND, &value).unwrap(),
+            ];
+            receipts.extend(store.append_batch(&batch).unwrap());
+            let expected_json = serde_json::to_value(&value).unwrap();
+            for receipt in receipts {
+                let typed = store.get_as::<Moved>(receipt.event_id).unwrap().unwrap();
+                prop_assert_eq!(&typed.payload, &value);
+                let raw = store.get(receipt.event_id).unwrap().unwrap();
+                prop_assert_eq!(&raw.payload, &expected_json);
+            }
+        }
+    }
+}
