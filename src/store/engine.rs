@@ -451,6 +451,7 @@ impl Inner {
             });
         }
         let last_sequence = first_sequence + u64::from(count) - 1;
+        tracing::trace!(first_sequence, count, durable, "append");
         let unsynced = last_sequence + 1 - self.durable_next.load(Ordering::Acquire);
         let must_sync = durable || unsynced >= u64::from(self.config.sync_every_n_events);
         if must_sync {
@@ -586,7 +587,9 @@ impl Inner {
             };
             (active.file.clone(), through, active.path.clone())
         };
+        let started = std::time::Instant::now();
         let synced = file.sync(self.config.sync_mode);
+        tracing::trace!(through, elapsed_us = started.elapsed().as_micros() as u64, "group sync");
         let mut writer = self.writer.lock();
         if let Some(reason) = &writer.poisoned {
             return Err(reason.clone());
