@@ -88,14 +88,6 @@ impl Coordinate {
     pub fn scope(&self) -> &str {
         &self.scope
     }
-
-    pub(crate) fn entity_shared(&self) -> &Arc<str> {
-        &self.entity
-    }
-
-    pub(crate) fn scope_shared(&self) -> &Arc<str> {
-        &self.scope
-    }
 }
 
 /// Checks one coordinate part against the rules in [`Coordinate`].
@@ -174,7 +166,11 @@ mod tests {
         let long = "x".repeat(COORDINATE_PART_MAX_BYTES + 1);
         assert!(matches!(
             Coordinate::new(&long, "s"),
-            Err(CoordinateError::TooLong { part: "entity", len: 1025, .. })
+            Err(CoordinateError::TooLong {
+                part: "entity",
+                len: 1025,
+                ..
+            })
         ));
         assert!(Coordinate::new("x".repeat(COORDINATE_PART_MAX_BYTES), "s").is_ok());
         assert!(matches!(
@@ -194,7 +190,8 @@ mod tests {
         assert_eq!(good.entity(), "a");
         let bad = serde_json::from_str::<Coordinate>(r#"{"entity":"a\u0000","scope":"b"}"#);
         assert!(bad.is_err());
-        let round: Coordinate = serde_json::from_str(&serde_json::to_string(&good).unwrap()).unwrap();
+        let round: Coordinate =
+            serde_json::from_str(&serde_json::to_string(&good).unwrap()).unwrap();
         assert_eq!(round, good);
     }
 }

@@ -25,6 +25,8 @@
 
 pub mod coordinate;
 pub mod event;
+#[cfg(feature = "dangerous-test-hooks")]
+pub mod fault;
 pub mod prelude;
 pub mod region;
 pub mod store;

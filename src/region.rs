@@ -231,7 +231,10 @@ impl Region {
     pub fn matches(&self, event: &crate::StoredEvent<impl Sized>) -> bool {
         let h = &event.header;
         self.matches_entity(event.coordinate.entity())
-            && self.scope.as_deref().is_none_or(|s| s == event.coordinate.scope())
+            && self
+                .scope
+                .as_deref()
+                .is_none_or(|s| s == event.coordinate.scope())
             && self.kind.matches(h.kind)
             && self.clock.is_none_or(|c| c.contains(&h.clock))
             && self.time_us.is_none_or(|t| t.contains(&h.timestamp_us))
@@ -249,9 +252,21 @@ mod tests {
     fn spans_from_ranges() {
         assert_eq!(to_span_u64(3..7), Span { start: 3, end: 6 });
         assert_eq!(to_span_u64(3..=7), Span { start: 3, end: 7 });
-        assert_eq!(to_span_u64(..), Span { start: 0, end: u64::MAX });
+        assert_eq!(
+            to_span_u64(..),
+            Span {
+                start: 0,
+                end: u64::MAX
+            }
+        );
         assert!(!to_span_u64(0..0).contains(&0));
-        assert_eq!(to_span_i64(-5..), Span { start: -5, end: i64::MAX });
+        assert_eq!(
+            to_span_i64(-5..),
+            Span {
+                start: -5,
+                end: i64::MAX
+            }
+        );
     }
 
     #[test]

@@ -86,11 +86,6 @@ impl IdGenerator {
         }
     }
 
-    /// Raises the floor so later ids are greater than `id`.
-    pub(crate) fn observe(&mut self, id: EventId) {
-        self.last = self.last.max(id.0.as_u128());
-    }
-
     pub(crate) fn next(&mut self, now_ms: u64) -> EventId {
         let last_ms = (self.last >> 80) as u64;
         let last_random = unpack_random(self.last);
@@ -98,7 +93,12 @@ impl IdGenerator {
             // Fresh millisecond: random tail, top bit clear to leave room to count.
             (now_ms, fastrand::u128(..) & (RANDOM_MASK >> 1))
         } else if last_random < RANDOM_MASK {
-            (last_ms, last_random + 1 + (fastrand::u64(..1 << 16) as u128).min(RANDOM_MASK - last_random - 1))
+            (
+                last_ms,
+                last_random
+                    + 1
+                    + (fastrand::u64(..1 << 16) as u128).min(RANDOM_MASK - last_random - 1),
+            )
         } else {
             (last_ms + 1, 0)
         };

@@ -95,7 +95,12 @@ impl EventKind {
 
 impl fmt::Debug for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventKind({:#x}:{:#05x})", self.category(), self.type_id())
+        write!(
+            f,
+            "EventKind({:#x}:{:#05x})",
+            self.category(),
+            self.type_id()
+        )
     }
 }
 

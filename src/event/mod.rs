@@ -5,6 +5,6 @@ mod id;
 mod kind;
 
 pub use header::{EventHash, EventHeader, StoredEvent};
-pub(crate) use id::IdGenerator;
 pub use id::EventId;
+pub(crate) use id::IdGenerator;
 pub use kind::{EventKind, KindError};

@@ -32,7 +32,10 @@ impl Write for LimitedWriter {
 
 /// Serializes a payload as compact JSON, failing with
 /// [`StoreError::PayloadTooLarge`] as soon as it passes `max_bytes`.
-pub(crate) fn encode_payload(payload: &impl Serialize, max_bytes: u32) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_payload(
+    payload: &impl Serialize,
+    max_bytes: u32,
+) -> Result<Vec<u8>, StoreError> {
     let mut writer = LimitedWriter {
         buffer: Vec::with_capacity(256),
         max: max_bytes as usize,

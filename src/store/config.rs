@@ -50,6 +50,8 @@ pub struct StoreConfig {
     pub(crate) batch_max_bytes: u64,
     pub(crate) write_buffer_bytes: usize,
     pub(crate) recovery_mode: RecoveryMode,
+    #[cfg(feature = "dangerous-test-hooks")]
+    pub(crate) fault_injector: Option<std::sync::Arc<crate::fault::FaultInjector>>,
 }
 
 /// Largest payload the format can hold, whatever the configuration says.
@@ -72,6 +74,8 @@ impl StoreConfig {
             batch_max_bytes: 16 * 1024 * 1024,
             write_buffer_bytes: 256 * 1024,
             recovery_mode: RecoveryMode::Strict,
+            #[cfg(feature = "dangerous-test-hooks")]
+            fault_injector: None,
         }
     }
 
@@ -138,6 +142,17 @@ impl StoreConfig {
         self
     }
 
+    /// Routes every file operation of the write and recovery paths through
+    /// `injector`, which can fail them on demand. Test builds only.
+    #[cfg(feature = "dangerous-test-hooks")]
+    pub fn with_fault_injector(
+        mut self,
+        injector: std::sync::Arc<crate::fault::FaultInjector>,
+    ) -> Self {
+        self.fault_injector = Some(injector);
+        self
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -170,7 +185,8 @@ impl StoreConfig {
 
     /// Checks every value; called by `Store::open`.
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
-        let invalid = |field: &'static str, reason: String| StoreError::InvalidConfig { field, reason };
+        let invalid =
+            |field: &'static str, reason: String| StoreError::InvalidConfig { field, reason };
         if self.sync_every_n_events == 0 {
             return Err(invalid("sync_every_n_events", "must be at least 1".into()));
         }
@@ -186,7 +202,11 @@ impl StoreConfig {
         if self.segment_max_bytes > u32::MAX as u64 {
             return Err(invalid(
                 "segment_max_bytes",
-                format!("{} is above the maximum of {}", self.segment_max_bytes, u32::MAX),
+                format!(
+                    "{} is above the maximum of {}",
+                    self.segment_max_bytes,
+                    u32::MAX
+                ),
             ));
         }
         if self.payload_max_bytes == 0 || self.payload_max_bytes > PAYLOAD_MAX_BYTES_LIMIT {

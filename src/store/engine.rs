@@ -1,0 +1,866 @@
+//! The shared state behind a [`Store`](crate::Store) handle and the write path.
+//!
+//! One writer at a time holds `writer`: it assigns sequences, clocks, ids and
+//! hash-chain links, encodes frames into the pending buffer and records them
+//! in the index (hidden from readers until acknowledged). Durability is a
+//! separate step, `sync_through`, run by whichever waiting appender becomes
+//! the sync leader: it hands the pending bytes to the operating system under
+//! the writer lock, then syncs *without* holding it, so other appenders keep
+//! encoding the next group while the disk works (group commit).
+//!
+//! Lock order: `writer` → `index` → `sync` → `publish`. No lock is held
+//! across a sync except `writer` during rotation and failure handling.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock, RwLockUpgradableReadGuard};
+
+use super::index::{Index, NewEntry};
+use super::log::frame::{
+    encode_frame, FrameFields, SegmentHeader, BODY_FIXED_BYTES, FRAME_PREFIX_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
+use super::log::io::{StorageFile, StorageIo};
+use super::log::segment::{segment_file_name, SegmentReader};
+use super::options::Causation;
+use super::report::OpenReport;
+use crate::event::IdGenerator;
+use crate::{
+    AppendOptions, AppendReceipt, Batch, Coordinate, EventHash, EventId, EventKind, StoreConfig,
+    StoreError,
+};
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub(crate) id: u32,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn StorageFile>,
+    /// Bytes handed to the operating system.
+    pub(crate) written: u64,
+    /// Encoded frames not yet handed to the operating system.
+    pub(crate) pending: Vec<u8>,
+}
+
+impl Active {
+    fn end(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+}
+
+/// Where a read-only store's scan of the log stopped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail {
+    pub(crate) segment: u32,
+    pub(crate) offset: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// `None` for read-only stores.
+    pub(crate) active: Option<Active>,
+    pub(crate) ids: IdGenerator,
+    pub(crate) poisoned: Option<String>,
+    /// Units (first, last sequence) whose appenders wait for a sync; they stay
+    /// invisible to readers until it succeeds.
+    pub(crate) awaiting_sync: VecDeque<(u64, u64)>,
+    /// Read-only stores: where refresh continues.
+    pub(crate) tail: Tail,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    /// Sequences below this are on stable storage.
+    pub(crate) durable_next: u64,
+    pub(crate) in_progress: bool,
+    pub(crate) failure: Option<String>,
+    pub(crate) waiters: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: StoreConfig,
+    pub(crate) io: Arc<dyn StorageIo>,
+    pub(crate) read_only: bool,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) sync: Mutex<SyncState>,
+    pub(crate) sync_done: Condvar,
+    /// Mirror of `SyncState::durable_next` for lock-free reads.
+    pub(crate) durable_next: AtomicU64,
+    pub(crate) segments: RwLock<BTreeMap<u32, Arc<SegmentReader>>>,
+    /// Packed (segment, offset): every frame before it is in the OS.
+    pub(crate) flushed: AtomicU64,
+    pub(crate) publish: Mutex<()>,
+    pub(crate) published: Condvar,
+    /// Mirror of the index's visible bound, changed under `publish`.
+    pub(crate) visible: AtomicU64,
+    pub(crate) open_report: OpenReport,
+    pub(crate) lock_file: Mutex<Option<File>>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) flusher: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) flusher_stop: Mutex<bool>,
+    pub(crate) flusher_wake: Condvar,
+}
+
+pub(crate) fn pack_position(segment: u32, offset: u64) -> u64 {
+    (u64::from(segment) << 32) | offset.min(u64::from(u32::MAX))
+}
+
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What an append produced before any wait for durability.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) receipts: Vec<AppendReceipt>,
+    /// Sequences below this must be durable before the receipts may be returned.
+    pub(crate) sync_through: Option<u64>,
+}
+
+/// One event the writer is about to encode.
+struct Draft<'a> {
+    coordinate: &'a Coordinate,
+    kind: EventKind,
+    payload: &'a [u8],
+    expect_clock: Option<u64>,
+    correlation_id: Option<EventId>,
+    causation: Option<Causation>,
+    flags: u16,
+    schema_version: u16,
+}
+
+impl Inner {
+    pub(crate) fn segment_path(&self, id: u32) -> PathBuf {
+        self.config.dir.join(segment_file_name(id))
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    fn check_writable(&self, writer: &Writer) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if let Some(reason) = &writer.poisoned {
+            return Err(StoreError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends one already-encoded payload.
+    pub(crate) fn append_one(
+        &self,
+        coordinate: &Coordinate,
+        kind: EventKind,
+        payload: &[u8],
+        options: &AppendOptions,
+        allow_reserved: bool,
+    ) -> Result<Accepted, StoreError> {
+        if kind.is_reserved() && !allow_reserved {
+            return Err(StoreError::ReservedKind { kind });
+        }
+        if let Some(key) = &options.idempotency_key {
+            key.validate()?;
+        }
+        let draft = Draft {
+            coordinate,
+            kind,
+            payload,
+            expect_clock: options.expect_clock,
+            correlation_id: options.correlation_id,
+            causation: options.causation_id.map(Causation::Event),
+            flags: options.flags,
+            schema_version: options.schema_version,
+        };
+        self.append_unit(
+            std::slice::from_ref(&draft),
+            options.idempotency_key.as_ref().map(|k| k.as_bytes()),
+            options.durable,
+        )
+        .map_err(|(_, error)| error)
+    }
+
+    /// Appends an atomic batch.
+    pub(crate) fn append_batch(
+        &self,
+        batch: &Batch,
+        allow_reserved: bool,
+    ) -> Result<Accepted, StoreError> {
+        let limit_items = self.config.batch_max_items as usize;
+        if batch.items.is_empty() {
+            return Err(StoreError::BatchRejected {
+                reason: "a batch needs at least one item".into(),
+            });
+        }
+        if batch.items.len() > limit_items {
+            return Err(StoreError::BatchRejected {
+                reason: format!(
+                    "{} items exceed the limit of {limit_items}",
+                    batch.items.len()
+                ),
+            });
+        }
+        if let Some(key) = &batch.idempotency_key {
+            key.validate()?;
+        }
+        let mut total_bytes: u64 = 0;
+        for (index, item) in batch.items.iter().enumerate() {
+            let reject = |source: StoreError| StoreError::BatchItem {
+                index,
+                source: Box::new(source),
+            };
+            if item.kind.is_reserved() && !allow_reserved {
+                return Err(reject(StoreError::ReservedKind { kind: item.kind }));
+            }
+            if item.payload.len() > self.config.payload_max_bytes as usize {
+                return Err(reject(StoreError::PayloadTooLarge {
+                    size: item.payload.len() as u64,
+                    max: u64::from(self.config.payload_max_bytes),
+                }));
+            }
+            if let Some(Causation::Item(cause)) = item.causation {
+                if cause >= index {
+                    return Err(reject(StoreError::InvalidInput {
+                        reason: format!(
+                            "item {index} names item {cause} as its cause; a cause must be an earlier item"
+                        ),
+                    }));
+                }
+            }
+            // The largest frame this item can become: prefix, fixed part, both
+            // causal ids and the hash (the key is added below).
+            total_bytes += (item.payload.len()
+                + item.coordinate.entity().len()
+                + item.coordinate.scope().len()
+                + FRAME_PREFIX_BYTES
+                + BODY_FIXED_BYTES
+                + 16
+                + 16
+                + 32) as u64;
+        }
+        total_bytes += batch
+            .idempotency_key
+            .as_ref()
+            .map_or(0, |k| k.as_bytes().len() as u64);
+        if total_bytes > self.config.batch_max_bytes {
+            return Err(StoreError::BatchRejected {
+                reason: format!(
+                    "up to {total_bytes} encoded bytes exceed the limit of {}",
+                    self.config.batch_max_bytes
+                ),
+            });
+        }
+        let drafts: Vec<Draft<'_>> = batch
+            .items
+            .iter()
+            .map(|item| Draft {
+                coordinate: &item.coordinate,
+                kind: item.kind,
+                payload: &item.payload,
+                expect_clock: item.expect_clock,
+                correlation_id: item.correlation_id,
+                causation: item.causation,
+                flags: item.flags,
+                schema_version: item.schema_version,
+            })
+            .collect();
+        self.append_unit(
+            &drafts,
+            batch.idempotency_key.as_ref().map(|k| k.as_bytes()),
+            batch.durable,
+        )
+        .map_err(|(index, error)| match index {
+            Some(index) => StoreError::BatchItem {
+                index,
+                source: Box::new(error),
+            },
+            None => error,
+        })
+    }
+
+    /// The heart of the write path: validates, assigns, encodes and indexes
+    /// one unit (a single event or a batch) under the writer lock. Errors carry
+    /// the position of the offending item, if one is to blame.
+    fn append_unit(
+        &self,
+        drafts: &[Draft<'_>],
+        key: Option<&[u8]>,
+        durable: bool,
+    ) -> Result<Accepted, (Option<usize>, StoreError)> {
+        let mut writer = self.writer.lock();
+        self.check_writable(&writer).map_err(|e| (None, e))?;
+        let index = self.index.upgradable_read();
+
+        if let Some(key) = key {
+            if let Some((first, count)) = index.idempotent_unit(key) {
+                drop(index);
+                drop(writer);
+                return self.replay_receipts(first, count).map_err(|e| (None, e));
+            }
+        }
+
+        // Validate every item and assign clocks and links, as if the items
+        // applied one after another.
+        let first_sequence = index.next_sequence();
+        let timestamp_us = now_us();
+        let now_ms = u64::try_from(timestamp_us / 1000).unwrap_or(0);
+        let mut heads: Vec<(&str, u64, Option<EventHash>)> = Vec::new();
+        let mut ids: Vec<EventId> = Vec::with_capacity(drafts.len());
+        let mut correlations: Vec<EventId> = Vec::with_capacity(drafts.len());
+        let mut frames: Vec<(FrameFields<'_>, Option<EventHash>)> =
+            Vec::with_capacity(drafts.len());
+        let mut unit_bytes = 0usize;
+        for (position, draft) in drafts.iter().enumerate() {
+            let entity = draft.coordinate.entity();
+            let slot = match heads.iter().position(|(name, _, _)| *name == entity) {
+                Some(slot) => slot,
+                None => {
+                    let (clock, hash) = index.entity_head(entity);
+                    heads.push((entity, clock, hash));
+                    heads.len() - 1
+                }
+            };
+            let (_, clock, previous_hash) = heads[slot];
+            if let Some(expected) = draft.expect_clock {
+                if expected != clock {
+                    return Err((
+                        Some(position),
+                        StoreError::ClockMismatch {
+                            expected,
+                            actual: clock,
+                        },
+                    ));
+                }
+            }
+            if clock >= u64::from(u32::MAX) {
+                return Err((
+                    Some(position),
+                    StoreError::CapacityExceeded {
+                        reason: format!("entity {entity} has reached {clock} events"),
+                    },
+                ));
+            }
+            let event_id = writer.ids.next(now_ms);
+            let causation_id = match draft.causation {
+                Some(Causation::Event(id)) => Some(id),
+                Some(Causation::Item(cause)) => Some(ids[cause]),
+                None => None,
+            };
+            let correlation = match (draft.correlation_id, draft.causation) {
+                (Some(id), _) => id,
+                (None, Some(Causation::Item(cause))) => correlations[cause],
+                (None, _) => event_id,
+            };
+            ids.push(event_id);
+            correlations.push(correlation);
+            let fields = FrameFields {
+                sequence: first_sequence + position as u64,
+                clock: clock + 1,
+                timestamp_us,
+                event_id,
+                batch_remaining: (drafts.len() - 1 - position) as u32,
+                kind: draft.kind,
+                flags: draft.flags,
+                schema_version: draft.schema_version,
+                correlation_id: (correlation != event_id).then_some(correlation),
+                causation_id,
+                idempotency_key: if position == 0 { key } else { None },
+                entity,
+                scope: draft.coordinate.scope(),
+                payload: draft.payload,
+            };
+            let hash = link(previous_hash.as_ref(), &fields);
+            heads[slot] = (entity, clock + 1, hash);
+            unit_bytes += fields.encoded_len(hash.is_some());
+            frames.push((fields, hash));
+        }
+
+        // Make room, then encode.
+        let Some(active) = writer.active.as_ref() else {
+            return Err((None, StoreError::ReadOnly));
+        };
+        let end = active.end();
+        let header_only = end <= SEGMENT_HEADER_BYTES as u64;
+        let too_big = end + unit_bytes as u64 > self.config.segment_max_bytes
+            || end + unit_bytes as u64 > u64::from(u32::MAX);
+        if too_big && !header_only {
+            drop(index);
+            if let Err(error) = self.rotate(&mut writer) {
+                return Err((None, error));
+            }
+            drop(writer);
+            // Sequences, clocks and links were computed against the old
+            // state, which rotation does not change; recompute for simplicity.
+            return self.append_unit(drafts, key, durable);
+        }
+        let active = writer.active.as_mut().ok_or((None, StoreError::ReadOnly))?;
+        let segment = active.id;
+        let mut offsets = Vec::with_capacity(frames.len());
+        for (fields, hash) in &frames {
+            offsets.push(active.end());
+            encode_frame(fields, hash.as_ref(), &mut active.pending);
+        }
+        let mut index = RwLockUpgradableReadGuard::upgrade(index);
+        let count = frames.len() as u32;
+        let mut receipts = Vec::with_capacity(frames.len());
+        for (position, ((fields, hash), offset)) in frames.iter().zip(&offsets).enumerate() {
+            let pushed = index.push(NewEntry {
+                sequence: fields.sequence,
+                segment,
+                offset: *offset as u32,
+                timestamp_us,
+                event_id: fields.event_id,
+                entity: fields.entity,
+                scope: fields.scope,
+                clock: fields.clock,
+                kind: fields.kind,
+                flags: fields.flags,
+                correlation_id: fields.correlation_id,
+                causation_id: fields.causation_id,
+                idempotency: fields.idempotency_key.map(|k| (k, count)),
+                hash: *hash,
+            });
+            if let Err(reason) = pushed {
+                // Unreachable by construction; fail loudly rather than write a
+                // log the index disagrees with.
+                drop(index);
+                self.fail(&mut writer, format!("index rejected event: {reason}"));
+                return Err((Some(position), StoreError::Poisoned { reason }));
+            }
+            receipts.push(AppendReceipt {
+                event_id: fields.event_id,
+                sequence: fields.sequence,
+                clock: fields.clock,
+                hash: *hash,
+            });
+        }
+        let last_sequence = first_sequence + u64::from(count) - 1;
+        let unsynced = last_sequence + 1 - self.durable_next.load(Ordering::Acquire);
+        let must_sync = durable || unsynced >= u64::from(self.config.sync_every_n_events);
+        if must_sync {
+            writer
+                .awaiting_sync
+                .push_back((first_sequence, last_sequence));
+        } else if writer.awaiting_sync.is_empty() {
+            index.set_visible(last_sequence + 1);
+        }
+        let visible = index.visible();
+        drop(index);
+        self.publish(visible);
+        if !must_sync {
+            let over = writer
+                .active
+                .as_ref()
+                .is_some_and(|a| a.pending.len() >= self.config.write_buffer_bytes);
+            if over {
+                if let Err(error) = self.flush_pending(&mut writer) {
+                    return Err((None, error));
+                }
+            }
+        }
+        Ok(Accepted {
+            receipts,
+            sync_through: must_sync.then_some(last_sequence + 1),
+        })
+    }
+
+    /// Receipts of an earlier unit, for an idempotent retry.
+    fn replay_receipts(&self, first: u64, count: u32) -> Result<Accepted, StoreError> {
+        let last = first + u64::from(count) - 1;
+        let visible = self.index.read().visible();
+        let sync_through = (last >= visible).then_some(last + 1);
+        if let Some(through) = sync_through {
+            self.sync_through(through)?;
+        }
+        let mut receipts = Vec::with_capacity(count as usize);
+        for sequence in first..=last {
+            let event = self
+                .read_event::<serde::de::IgnoredAny>(sequence)?
+                .ok_or_else(|| StoreError::Poisoned {
+                    reason: format!("idempotent unit at sequence {sequence} is gone"),
+                })?;
+            receipts.push(AppendReceipt {
+                event_id: event.header.event_id,
+                sequence,
+                clock: event.header.clock,
+                hash: event.hash,
+            });
+        }
+        Ok(Accepted {
+            receipts,
+            sync_through: None,
+        })
+    }
+
+    /// Hands the pending bytes to the operating system.
+    pub(crate) fn flush_pending(&self, writer: &mut Writer) -> Result<(), StoreError> {
+        let Some(active) = writer.active.as_mut() else {
+            return Ok(());
+        };
+        if active.pending.is_empty() {
+            return Ok(());
+        }
+        match active.file.write_all_at(&active.pending, active.written) {
+            Ok(()) => {
+                active.written += active.pending.len() as u64;
+                active.pending.clear();
+                self.flushed
+                    .store(pack_position(active.id, active.written), Ordering::Release);
+                Ok(())
+            }
+            Err(source) => {
+                let error = StoreError::io("write", active.path.clone(), source);
+                self.fail(writer, error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes every sequence below `through` durable, leading a sync if no one
+    /// else is. Returns an error if the sync that should have covered it failed.
+    pub(crate) fn sync_through(&self, through: u64) -> Result<(), StoreError> {
+        let mut state = self.sync.lock();
+        state.waiters += 1;
+        let result = loop {
+            if state.durable_next >= through {
+                break Ok(());
+            }
+            if let Some(reason) = &state.failure {
+                break Err(StoreError::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if state.in_progress {
+                self.sync_done.wait(&mut state);
+                continue;
+            }
+            state.in_progress = true;
+            drop(state);
+            let outcome = self.lead_sync();
+            state = self.sync.lock();
+            state.in_progress = false;
+            match outcome {
+                Ok(durable_next) => {
+                    state.durable_next = state.durable_next.max(durable_next);
+                    self.durable_next
+                        .store(state.durable_next, Ordering::Release);
+                }
+                Err(reason) => {
+                    state.failure.get_or_insert(reason);
+                }
+            }
+            self.sync_done.notify_all();
+        };
+        state.waiters -= 1;
+        result
+    }
+
+    /// One group commit: flush under the writer lock, sync outside it, then
+    /// publish everything the sync covered.
+    fn lead_sync(&self) -> Result<u64, String> {
+        let (file, through, path) = {
+            let mut writer = self.writer.lock();
+            if let Some(reason) = &writer.poisoned {
+                return Err(reason.clone());
+            }
+            let through = self.index.read().next_sequence();
+            self.flush_pending(&mut writer).map_err(|e| e.to_string())?;
+            let Some(active) = writer.active.as_ref() else {
+                return Err("store is read-only".into());
+            };
+            (active.file.clone(), through, active.path.clone())
+        };
+        let synced = file.sync(self.config.sync_mode);
+        let mut writer = self.writer.lock();
+        if let Some(reason) = &writer.poisoned {
+            return Err(reason.clone());
+        }
+        match synced {
+            Ok(()) => {
+                self.complete_durable(&mut writer, through);
+                Ok(through)
+            }
+            Err(source) => {
+                let reason = StoreError::io("sync", path, source).to_string();
+                self.fail(&mut writer, reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    /// Everything below `through` is durable: reveal the units that waited.
+    fn complete_durable(&self, writer: &mut Writer, through: u64) {
+        while writer
+            .awaiting_sync
+            .front()
+            .is_some_and(|&(_, last)| last < through)
+        {
+            writer.awaiting_sync.pop_front();
+        }
+        let mut index = self.index.write();
+        let visible = match writer.awaiting_sync.front() {
+            Some(&(first, _)) => first,
+            None => index.next_sequence(),
+        };
+        let visible = visible.max(index.visible());
+        index.set_visible(visible);
+        let visible = index.visible();
+        drop(index);
+        self.publish(visible);
+    }
+
+    pub(crate) fn publish(&self, visible: u64) {
+        let previous = {
+            let _guard = self.publish.lock();
+            self.visible.swap(visible, Ordering::AcqRel)
+        };
+        if visible != previous {
+            self.published.notify_all();
+        }
+    }
+
+    /// Seals the active segment (syncing it) and starts the next one.
+    fn rotate(&self, writer: &mut Writer) -> Result<(), StoreError> {
+        self.flush_pending(writer)?;
+        let Some(active) = writer.active.as_ref() else {
+            return Err(StoreError::ReadOnly);
+        };
+        let old_id = active.id;
+        let old_path = active.path.clone();
+        if let Err(source) = active.file.sync(self.config.sync_mode) {
+            let error = StoreError::io("sync", old_path, source);
+            self.fail(writer, error.to_string());
+            return Err(error);
+        }
+        let through = self.index.read().next_sequence();
+        {
+            let mut state = self.sync.lock();
+            state.durable_next = state.durable_next.max(through);
+            self.durable_next
+                .store(state.durable_next, Ordering::Release);
+            self.sync_done.notify_all();
+        }
+        self.complete_durable(writer, through);
+        match SegmentReader::open(old_path.clone(), true) {
+            Ok(reader) => {
+                self.segments.write().insert(old_id, Arc::new(reader));
+            }
+            Err(source) => {
+                let error = StoreError::io("map", old_path, source);
+                self.fail(writer, error.to_string());
+                return Err(error);
+            }
+        }
+        let new_id = old_id
+            .checked_add(1)
+            .ok_or_else(|| StoreError::CapacityExceeded {
+                reason: "segment ids exhausted".into(),
+            })?;
+        match create_segment(self, new_id, through) {
+            Ok(active) => {
+                writer.active = Some(active);
+                tracing::debug!(
+                    segment = new_id,
+                    first_sequence = through,
+                    "rotated segment"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                self.fail(writer, error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// A write or sync failed: fail every waiter, cut the log back to what is
+    /// known durable, and refuse writes until reopen. Never retry a failed
+    /// sync: the kernel may have dropped the dirty pages it could not write.
+    pub(crate) fn fail(&self, writer: &mut Writer, reason: String) {
+        if writer.poisoned.is_some() {
+            return;
+        }
+        tracing::error!(%reason, "write path failed; store refuses writes until reopened");
+        writer.poisoned = Some(reason.clone());
+        writer.awaiting_sync.clear();
+        let durable_next = self.sync.lock().durable_next;
+        let mut index = self.index.write();
+        if let Some(active) = writer.active.as_mut() {
+            active.pending.clear();
+            // Cut at the first event that is not durable. Rotation syncs the
+            // sealed segment first, so that event is in the active segment.
+            if let Some(entry) = index.entry_any(durable_next) {
+                if entry.segment == active.id {
+                    let cut = u64::from(entry.offset);
+                    let cut_ok = active
+                        .file
+                        .set_len(cut)
+                        .and_then(|()| active.file.sync(self.config.sync_mode));
+                    match cut_ok {
+                        Ok(()) => active.written = cut,
+                        Err(error) => {
+                            tracing::error!(%error, "could not cut the unsynced tail back");
+                        }
+                    }
+                }
+            }
+            self.flushed
+                .store(pack_position(active.id, active.written), Ordering::Release);
+        }
+        index.truncate(durable_next);
+        let visible = index.visible();
+        drop(index);
+        {
+            let mut state = self.sync.lock();
+            state.failure.get_or_insert(reason);
+            self.sync_done.notify_all();
+        }
+        self.publish(visible);
+    }
+
+    /// Waits until more than `known` events are visible or `timeout` passes.
+    pub(crate) fn wait_for_visible(&self, known: u64, timeout: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut guard = self.publish.lock();
+        loop {
+            let visible = self.visible.load(Ordering::Acquire);
+            if visible > known || self.closed.load(Ordering::Acquire) {
+                return visible;
+            }
+            if self.published.wait_until(&mut guard, deadline).timed_out() {
+                return self.visible.load(Ordering::Acquire);
+            }
+        }
+    }
+
+    /// Background thread: syncs at the configured interval while anything is unsynced.
+    pub(crate) fn start_flusher(self: &Arc<Self>) {
+        if self.read_only || self.config.sync_every_n_events <= 1 {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        let interval = self.config.sync_interval;
+        let spawned = std::thread::Builder::new()
+            .name("batpak-sync".into())
+            .spawn(move || loop {
+                let Some(inner) = weak.upgrade() else { return };
+                {
+                    let mut stop = inner.flusher_stop.lock();
+                    if *stop {
+                        return;
+                    }
+                    inner.flusher_wake.wait_for(&mut stop, interval);
+                    if *stop {
+                        return;
+                    }
+                }
+                let written = inner.index.read().next_sequence();
+                if inner.durable_next.load(Ordering::Acquire) < written {
+                    if let Err(error) = inner.sync_through(written) {
+                        tracing::warn!(%error, "interval sync failed");
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => *self.flusher.lock() = Some(handle),
+            Err(error) => tracing::warn!(%error, "could not start the interval sync thread"),
+        }
+    }
+
+    pub(crate) fn stop_flusher(&self) {
+        *self.flusher_stop.lock() = true;
+        self.flusher_wake.notify_all();
+        if let Some(handle) = self.flusher.lock().take() {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// Makes sure the frame at (segment, offset) has been handed to the OS,
+    /// so a positioned read can see it.
+    pub(crate) fn ensure_flushed(&self, segment: u32, offset: u64) -> Result<(), StoreError> {
+        if self.read_only || pack_position(segment, offset) < self.flushed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut writer = self.writer.lock();
+        self.flush_pending(&mut writer)
+    }
+}
+
+/// The hash-chain link of a frame (absent without the `blake3` feature).
+fn link(previous: Option<&EventHash>, fields: &FrameFields<'_>) -> Option<EventHash> {
+    #[cfg(feature = "blake3")]
+    {
+        use super::log::frame::{chain_hash, payload_digest};
+        Some(chain_hash(
+            previous,
+            fields,
+            &payload_digest(fields.payload),
+        ))
+    }
+    #[cfg(not(feature = "blake3"))]
+    {
+        let _ = (previous, fields);
+        None
+    }
+}
+
+/// Creates segment `id` with its header, durably (file and directory synced).
+pub(crate) fn create_segment(
+    inner: &Inner,
+    id: u32,
+    first_sequence: u64,
+) -> Result<Active, StoreError> {
+    let path = inner.segment_path(id);
+    let file = inner
+        .io
+        .create_file(&path)
+        .map_err(|e| StoreError::io("create", path.clone(), e))?;
+    let header = SegmentHeader {
+        flags: 0,
+        segment_id: u64::from(id),
+        first_sequence,
+        created_us: now_us(),
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| StoreError::io("write", path.clone(), e))?;
+    file.sync(inner.config.sync_mode)
+        .map_err(|e| StoreError::io("sync", path.clone(), e))?;
+    // FSYNC THE DIRECTORY: without it the new file may vanish on power loss.
+    inner
+        .io
+        .sync_dir(inner.dir())
+        .map_err(|e| StoreError::io("sync directory", inner.dir().to_path_buf(), e))?;
+    let reader = SegmentReader::open(path.clone(), false)
+        .map_err(|e| StoreError::io("open", path.clone(), e))?;
+    inner.segments.write().insert(id, Arc::new(reader));
+    inner.flushed.store(
+        pack_position(id, SEGMENT_HEADER_BYTES as u64),
+        Ordering::Release,
+    );
+    Ok(Active {
+        id,
+        path,
+        file,
+        written: SEGMENT_HEADER_BYTES as u64,
+        pending: Vec::new(),
+    })
+}

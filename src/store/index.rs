@@ -1,0 +1,562 @@
+//! The in-memory index: compact per-event columns, per-entity sequence
+//! lists, and small sparse maps for ids, idempotency keys and causal links.
+//!
+//! Rebuilt from the log on open; the log is the only truth. Per event it
+//! holds a 32-byte [`Entry`] and a 16-byte id (ids are minted in sequence
+//! order, so lookups by id are a binary search), plus 8 bytes in its entity's
+//! sequence list: 56 bytes per event.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::region::EntityFilter;
+use crate::{Coordinate, EventHash, EventId, EventKind, Region};
+
+/// What the index keeps per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) segment: u32,
+    pub(crate) offset: u32,
+    pub(crate) timestamp_us: i64,
+    pub(crate) entity: u32,
+    pub(crate) scope: u32,
+    pub(crate) clock: u32,
+    pub(crate) kind: u16,
+    pub(crate) flags: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+
+/// One entity's stream.
+#[derive(Debug)]
+pub(crate) struct EntityState {
+    pub(crate) name: Arc<str>,
+    /// Sequences of its events, ascending (= clock order).
+    pub(crate) sequences: Vec<u64>,
+    /// Clock of its latest event, visible or not.
+    pub(crate) clock: u64,
+    /// Hash-chain link of its latest event.
+    pub(crate) last_hash: Option<EventHash>,
+}
+
+/// Everything the index learns from one frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewEntry<'a> {
+    pub(crate) sequence: u64,
+    pub(crate) segment: u32,
+    pub(crate) offset: u32,
+    pub(crate) timestamp_us: i64,
+    pub(crate) event_id: EventId,
+    pub(crate) entity: &'a str,
+    pub(crate) scope: &'a str,
+    pub(crate) clock: u64,
+    pub(crate) kind: EventKind,
+    pub(crate) flags: u16,
+    pub(crate) correlation_id: Option<EventId>,
+    pub(crate) causation_id: Option<EventId>,
+    /// The batch's (or single event's) idempotency key and unit length.
+    pub(crate) idempotency: Option<(&'a [u8], u32)>,
+    pub(crate) hash: Option<EventHash>,
+}
+
+/// An idempotency key's unit: first sequence and number of events.
+pub(crate) type IdempotentUnit = (u64, u32);
+
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    entries: Vec<Entry>,
+    ids: Vec<EventId>,
+    /// Ids that arrived out of order (never, unless a log was written by
+    /// hand): by id, and by sequence (the column holds a sorted stand-in).
+    ids_out_of_order: HashMap<EventId, u64>,
+    ids_replaced: HashMap<u64, EventId>,
+    /// Sequences below this are visible to readers.
+    visible: u64,
+    entities: Vec<EntityState>,
+    entity_by_name: BTreeMap<Arc<str>, u32>,
+    scopes: Vec<Arc<str>>,
+    scope_by_name: HashMap<Arc<str>, u32>,
+    idempotency: HashMap<Box<[u8]>, IdempotentUnit>,
+    /// correlation id -> events that named it explicitly.
+    correlated: HashMap<EventId, Vec<u64>>,
+    /// Events whose correlation id is not their own.
+    explicit_correlation: HashSet<u64>,
+    /// causation id -> events it caused.
+    caused: HashMap<EventId, Vec<u64>>,
+}
+
+impl Index {
+    /// The next sequence to be assigned.
+    pub(crate) fn next_sequence(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    pub(crate) fn visible(&self) -> u64 {
+        self.visible
+    }
+
+    pub(crate) fn set_visible(&mut self, visible: u64) {
+        debug_assert!(visible <= self.next_sequence());
+        self.visible = visible.min(self.next_sequence());
+    }
+
+    pub(crate) fn last_id(&self) -> Option<EventId> {
+        self.ids.last().copied()
+    }
+
+    pub(crate) fn entity_id(&self, name: &str) -> Option<u32> {
+        self.entity_by_name.get(name).copied()
+    }
+
+    /// Clock and last link of an entity, counting events not yet visible.
+    pub(crate) fn entity_head(&self, name: &str) -> (u64, Option<EventHash>) {
+        match self.entity_id(name) {
+            Some(id) => {
+                let entity = &self.entities[id as usize];
+                (entity.clock, entity.last_hash)
+            }
+            None => (0, None),
+        }
+    }
+
+    /// The entity's clock as readers see it.
+    pub(crate) fn visible_clock(&self, name: &str) -> u64 {
+        let Some(id) = self.entity_id(name) else {
+            return 0;
+        };
+        let entity = &self.entities[id as usize];
+        let visible = entity.sequences.partition_point(|&s| s < self.visible);
+        match visible.checked_sub(1) {
+            Some(last) => u64::from(self.entries[entity.sequences[last] as usize].clock),
+            None => 0,
+        }
+    }
+
+    pub(crate) fn idempotent_unit(&self, key: &[u8]) -> Option<IdempotentUnit> {
+        self.idempotency.get(key).copied()
+    }
+
+    /// Adds one event. The caller has checked clocks and sequences.
+    pub(crate) fn push(&mut self, new: NewEntry<'_>) -> Result<(), String> {
+        if new.sequence != self.next_sequence() {
+            return Err(format!(
+                "sequence {} out of order (expected {})",
+                new.sequence,
+                self.next_sequence()
+            ));
+        }
+        let clock = u32::try_from(new.clock)
+            .map_err(|_| format!("entity clock {} exceeds the index limit", new.clock))?;
+        let entity = match self.entity_by_name.get(new.entity) {
+            Some(&id) => id,
+            None => {
+                let name: Arc<str> = Arc::from(new.entity);
+                let id = u32::try_from(self.entities.len())
+                    .map_err(|_| "too many entities".to_string())?;
+                self.entities.push(EntityState {
+                    name: name.clone(),
+                    sequences: Vec::new(),
+                    clock: 0,
+                    last_hash: None,
+                });
+                self.entity_by_name.insert(name, id);
+                id
+            }
+        };
+        let state = &mut self.entities[entity as usize];
+        if new.clock != state.clock + 1 {
+            return Err(format!(
+                "entity {} jumps from clock {} to {}",
+                new.entity, state.clock, new.clock
+            ));
+        }
+        let scope = match self.scope_by_name.get(new.scope) {
+            Some(&id) => id,
+            None => {
+                let name: Arc<str> = Arc::from(new.scope);
+                let id =
+                    u32::try_from(self.scopes.len()).map_err(|_| "too many scopes".to_string())?;
+                self.scopes.push(name.clone());
+                self.scope_by_name.insert(name, id);
+                id
+            }
+        };
+        let state = &mut self.entities[entity as usize];
+        state.sequences.push(new.sequence);
+        state.clock = new.clock;
+        state.last_hash = new.hash;
+        self.entries.push(Entry {
+            segment: new.segment,
+            offset: new.offset,
+            timestamp_us: new.timestamp_us,
+            entity,
+            scope,
+            clock,
+            kind: new.kind.bits(),
+            flags: new.flags,
+        });
+        match self.ids.last() {
+            Some(last) if *last >= new.event_id => {
+                self.ids_out_of_order.insert(new.event_id, new.sequence);
+                self.ids_replaced.insert(new.sequence, new.event_id);
+                // Keep the column sorted by repeating the largest id; a binary
+                // search finds the first occurrence, which is the real one.
+                let last = *last;
+                self.ids.push(last);
+            }
+            _ => self.ids.push(new.event_id),
+        }
+        if let Some((key, count)) = new.idempotency {
+            self.idempotency.insert(key.into(), (new.sequence, count));
+        }
+        if let Some(correlation) = new.correlation_id {
+            if correlation != new.event_id {
+                self.correlated
+                    .entry(correlation)
+                    .or_default()
+                    .push(new.sequence);
+                self.explicit_correlation.insert(new.sequence);
+            }
+        }
+        if let Some(cause) = new.causation_id {
+            self.caused.entry(cause).or_default().push(new.sequence);
+        }
+        Ok(())
+    }
+
+    /// Forgets every event from `sequence` on (after a failed write or sync).
+    pub(crate) fn truncate(&mut self, sequence: u64) {
+        if sequence >= self.next_sequence() {
+            return;
+        }
+        while self.entries.len() as u64 > sequence {
+            let Some(entry) = self.entries.pop() else {
+                break;
+            };
+            self.ids.pop();
+            let state = &mut self.entities[entry.entity as usize];
+            state.sequences.pop();
+            state.clock = u64::from(entry.clock) - 1;
+            // The store refuses writes after a rollback, so the link is only
+            // kept for completeness; the entity's earlier link is on disk.
+            state.last_hash = None;
+        }
+        self.ids_out_of_order.retain(|_, s| *s < sequence);
+        self.ids_replaced.retain(|s, _| *s < sequence);
+        self.idempotency.retain(|_, (s, _)| *s < sequence);
+        for list in self.correlated.values_mut().chain(self.caused.values_mut()) {
+            list.retain(|s| *s < sequence);
+        }
+        self.correlated.retain(|_, l| !l.is_empty());
+        self.caused.retain(|_, l| !l.is_empty());
+        self.explicit_correlation.retain(|s| *s < sequence);
+        self.visible = self.visible.min(sequence);
+    }
+
+    /// The visible entry at `sequence`.
+    pub(crate) fn entry(&self, sequence: u64) -> Option<Entry> {
+        if sequence >= self.visible {
+            return None;
+        }
+        self.entries.get(sequence as usize).copied()
+    }
+
+    /// The entry at `sequence`, visible or not (writer use).
+    pub(crate) fn entry_any(&self, sequence: u64) -> Option<Entry> {
+        self.entries.get(sequence as usize).copied()
+    }
+
+    pub(crate) fn event_id_at(&self, sequence: u64) -> Option<EventId> {
+        if let Some(&id) = self.ids_replaced.get(&sequence) {
+            return Some(id);
+        }
+        self.ids.get(sequence as usize).copied()
+    }
+
+    /// Sequence of a visible event, by id.
+    pub(crate) fn sequence_of(&self, id: EventId) -> Option<u64> {
+        if let Some(&sequence) = self.ids_out_of_order.get(&id) {
+            return (sequence < self.visible).then_some(sequence);
+        }
+        let at = self.ids.partition_point(|probe| *probe < id);
+        let found = self.ids.get(at).is_some_and(|probe| *probe == id)
+            && !self.ids_replaced.contains_key(&(at as u64));
+        (found && (at as u64) < self.visible).then_some(at as u64)
+    }
+
+    /// The coordinate of an entry.
+    pub(crate) fn coordinate(&self, entry: &Entry) -> Coordinate {
+        Coordinate::from_shared(
+            self.entities[entry.entity as usize].name.clone(),
+            self.scopes[entry.scope as usize].clone(),
+        )
+    }
+
+    pub(crate) fn entity_count(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Entities whose names start with `prefix`, in name order.
+    pub(crate) fn entities_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = &'a EntityState> + 'a {
+        self.entity_by_name
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .map(|(_, &id)| &self.entities[id as usize])
+    }
+
+    /// Number of visible events of an entity and the sequence of its last one.
+    pub(crate) fn visible_extent(&self, entity: &EntityState) -> (usize, Option<u64>) {
+        let visible = entity.sequences.partition_point(|&s| s < self.visible);
+        (visible, visible.checked_sub(1).map(|i| entity.sequences[i]))
+    }
+
+    /// Approximate heap bytes held.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        let per_entity: usize = self
+            .entities
+            .iter()
+            .map(|e| e.sequences.capacity() * 8 + e.name.len() + 64)
+            .sum();
+        (self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.ids.capacity() * 16
+            + per_entity
+            + self.scopes.iter().map(|s| s.len() + 48).sum::<usize>()
+            + self.idempotency.keys().map(|k| k.len() + 48).sum::<usize>()
+            + self
+                .correlated
+                .values()
+                .map(|l| l.capacity() * 8 + 48)
+                .sum::<usize>()
+            + self
+                .caused
+                .values()
+                .map(|l| l.capacity() * 8 + 48)
+                .sum::<usize>()
+            + self.explicit_correlation.len() * 16) as u64
+    }
+
+    /// Collects up to `limit` visible sequences selected by `region`, greater
+    /// than `after`. Returns them and where to continue (`None` = exhausted).
+    /// Examines at most `budget` candidates, so a caller never holds the index
+    /// for long; a short result with a continuation just means "call again".
+    pub(crate) fn select(
+        &self,
+        region: &Region,
+        after: Option<u64>,
+        limit: usize,
+        budget: usize,
+    ) -> (Vec<u64>, Option<u64>) {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let from = from.max(region.sequence.map_or(0, |s| s.start));
+        let until = region
+            .sequence
+            .map_or(self.visible, |s| s.end.saturating_add(1).min(self.visible));
+        let mut out = Vec::new();
+        if from >= until || limit == 0 {
+            return (out, None);
+        }
+        let scope = match &region.scope {
+            Some(name) => match self.scope_by_name.get(name.as_str()) {
+                Some(&id) => Some(id),
+                None => return (out, None),
+            },
+            None => None,
+        };
+        let accept = |sequence: u64, entry: &Entry| -> bool {
+            scope.is_none_or(|s| s == entry.scope)
+                && region.kind.matches(EventKind::from_bits(entry.kind))
+                && region
+                    .clock
+                    .is_none_or(|c| c.contains(&u64::from(entry.clock)))
+                && region
+                    .time_us
+                    .is_none_or(|t| t.contains(&entry.timestamp_us))
+                && region.causation_id.is_none_or(|c| {
+                    self.caused
+                        .get(&c)
+                        .is_some_and(|l| l.binary_search(&sequence).is_ok())
+                })
+                && region
+                    .correlation_id
+                    .is_none_or(|c| self.correlates(sequence, c))
+                && match &region.entity {
+                    EntityFilter::Any => true,
+                    EntityFilter::Exact(name) => {
+                        *self.entities[entry.entity as usize].name == **name
+                    }
+                    EntityFilter::Prefix(p) => self.entities[entry.entity as usize]
+                        .name
+                        .starts_with(p.as_str()),
+                }
+        };
+        // Pick the smallest candidate list the region allows.
+        let candidates: Option<&[u64]> = if let EntityFilter::Exact(name) = &region.entity {
+            match self.entity_id(name) {
+                Some(id) => Some(&self.entities[id as usize].sequences),
+                None => return (out, None),
+            }
+        } else if let Some(cause) = region.causation_id {
+            Some(self.caused.get(&cause).map_or(&[][..], Vec::as_slice))
+        } else {
+            None
+        };
+        if let Some(list) = candidates {
+            let start = list.partition_point(|&s| s < from);
+            for (examined, &sequence) in list[start..].iter().enumerate() {
+                if sequence >= until {
+                    return (out, None);
+                }
+                if out.len() == limit || examined == budget {
+                    return (out, Some(sequence - 1));
+                }
+                if accept(sequence, &self.entries[sequence as usize]) {
+                    out.push(sequence);
+                }
+            }
+            return (out, None);
+        }
+        if let Some(correlation) = region.correlation_id {
+            // The root of a correlation plus every event that names it.
+            let mut list: Vec<u64> = self
+                .correlated
+                .get(&correlation)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(root) = self.sequence_of(correlation) {
+                if !self.explicit_correlation.contains(&root) {
+                    list.push(root);
+                }
+            }
+            list.sort_unstable();
+            let start = list.partition_point(|&s| s < from);
+            for &sequence in &list[start..] {
+                if sequence >= until {
+                    break;
+                }
+                if out.len() == limit {
+                    return (out, Some(sequence - 1));
+                }
+                if accept(sequence, &self.entries[sequence as usize]) {
+                    out.push(sequence);
+                }
+            }
+            return (out, None);
+        }
+        let prefix_ids: Option<HashSet<u32>> = match &region.entity {
+            EntityFilter::Prefix(prefix) => Some(
+                self.entity_by_name
+                    .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                    .take_while(|(name, _)| name.starts_with(prefix.as_str()))
+                    .map(|(_, &id)| id)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        if prefix_ids.as_ref().is_some_and(HashSet::is_empty) {
+            return (out, None);
+        }
+        let mut sequence = from;
+        let stop = until.min(from.saturating_add(budget as u64));
+        while sequence < stop {
+            if out.len() == limit {
+                return (out, Some(sequence - 1));
+            }
+            let entry = &self.entries[sequence as usize];
+            let entity_ok = prefix_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&entry.entity));
+            if entity_ok && accept(sequence, entry) {
+                out.push(sequence);
+            }
+            sequence += 1;
+        }
+        if sequence < until {
+            (out, Some(sequence - 1))
+        } else {
+            (out, None)
+        }
+    }
+
+    fn correlates(&self, sequence: u64, correlation: EventId) -> bool {
+        if self.explicit_correlation.contains(&sequence) {
+            self.correlated
+                .get(&correlation)
+                .is_some_and(|l| l.binary_search(&sequence).is_ok())
+        } else {
+            self.event_id_at(sequence) == Some(correlation)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_entry(sequence: u64, entity: &str, clock: u64, id: u8) -> NewEntry<'_> {
+        NewEntry {
+            sequence,
+            segment: 0,
+            offset: 48 + sequence as u32 * 100,
+            timestamp_us: sequence as i64,
+            event_id: EventId::from_bytes([id; 16]),
+            entity,
+            scope: "s",
+            clock,
+            kind: EventKind::custom(1, (sequence % 3) as u16),
+            flags: 0,
+            correlation_id: None,
+            causation_id: None,
+            idempotency: None,
+            hash: None,
+        }
+    }
+
+    #[test]
+    fn push_select_and_truncate() {
+        let mut index = Index::default();
+        index.push(new_entry(0, "a", 1, 1)).unwrap();
+        index.push(new_entry(1, "b", 1, 2)).unwrap();
+        index.push(new_entry(2, "a", 2, 3)).unwrap();
+        assert!(
+            index.push(new_entry(3, "a", 5, 4)).is_err(),
+            "clock gap rejected"
+        );
+        index.set_visible(3);
+        assert_eq!(
+            index.select(&Region::entity("a"), None, 10, 100).0,
+            vec![0, 2]
+        );
+        assert_eq!(index.select(&Region::all(), Some(0), 10, 100).0, vec![1, 2]);
+        assert_eq!(
+            index.select(&Region::all(), None, 2, 100),
+            (vec![0, 1], Some(1))
+        );
+        assert_eq!(
+            index.select(&Region::all(), None, 10, 2),
+            (vec![0, 1], Some(1))
+        );
+        assert_eq!(index.sequence_of(EventId::from_bytes([3; 16])), Some(2));
+        index.truncate(1);
+        assert_eq!(index.next_sequence(), 1);
+        assert_eq!(index.entity_head("a").0, 1);
+        assert_eq!(index.entity_head("b").0, 0);
+        assert_eq!(index.sequence_of(EventId::from_bytes([3; 16])), None);
+    }
+
+    #[test]
+    fn invisible_events_are_not_selected() {
+        let mut index = Index::default();
+        index.push(new_entry(0, "a", 1, 1)).unwrap();
+        index.push(new_entry(1, "a", 2, 2)).unwrap();
+        index.set_visible(1);
+        assert_eq!(index.select(&Region::entity("a"), None, 10, 100).0, vec![0]);
+        assert_eq!(index.visible_clock("a"), 1);
+        assert_eq!(index.entity_head("a").0, 2);
+        assert_eq!(index.entry(1), None);
+        assert_eq!(index.sequence_of(EventId::from_bytes([2; 16])), None);
+    }
+}

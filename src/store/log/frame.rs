@@ -1,0 +1,656 @@
+//! The on-disk record format: segment headers and event frames.
+//!
+//! Every integer is little-endian. A frame is
+//!
+//! ```text
+//! u32 body_length | u32 crc32(body_length bytes ‖ body) | body
+//! ```
+//!
+//! and a body is a fixed 60-byte part followed by variable parts whose
+//! presence and lengths the fixed part announces (see `docs/reference/ARCHITECTURE.md`).
+//! Decoding checks the checksum first and then every length, so a damaged
+//! frame is always an error and never data.
+
+use crate::event::{EventHash, EventId, EventKind};
+
+/// Magic bytes at the start of every segment file.
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"BATPAKSG";
+/// Version of the segment and frame format.
+pub(crate) const FORMAT_VERSION: u16 = 1;
+/// Size of the segment header.
+pub(crate) const SEGMENT_HEADER_BYTES: usize = 48;
+/// Segment header flag: sequences in this segment may have gaps (compacted).
+#[allow(dead_code)]
+pub(crate) const SEGMENT_FLAG_COMPACTED: u32 = 1;
+
+/// Length word plus checksum word.
+pub(crate) const FRAME_PREFIX_BYTES: usize = 8;
+/// The fixed part of a frame body.
+pub(crate) const BODY_FIXED_BYTES: usize = 60;
+/// Largest body a frame may declare: the biggest payload plus every optional part.
+pub(crate) const BODY_MAX_BYTES: usize = BODY_FIXED_BYTES
+    + 16
+    + 16
+    + 255
+    + 2 * crate::coordinate::COORDINATE_PART_MAX_BYTES
+    + crate::store::PAYLOAD_MAX_BYTES_LIMIT as usize
+    + 32;
+
+/// Body flag: a correlation id other than the event's own id follows.
+pub(crate) const HAS_CORRELATION: u8 = 0x01;
+/// Body flag: a causation id follows.
+pub(crate) const HAS_CAUSATION: u8 = 0x02;
+/// Body flag: the body ends with a 32-byte hash-chain link.
+pub(crate) const HAS_HASH: u8 = 0x04;
+/// Body flag: the payload was redacted; the payload bytes are its blake3 digest.
+#[allow(dead_code)]
+pub(crate) const REDACTED: u8 = 0x08;
+const KNOWN_FLAGS: u8 = HAS_CORRELATION | HAS_CAUSATION | HAS_HASH | REDACTED;
+
+/// The header at the start of every segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) flags: u32,
+    pub(crate) segment_id: u64,
+    pub(crate) first_sequence: u64,
+    pub(crate) created_us: i64,
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
+        let mut out = [0u8; SEGMENT_HEADER_BYTES];
+        out[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[10..12].copy_from_slice(&(SEGMENT_HEADER_BYTES as u16).to_le_bytes());
+        out[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        out[16..24].copy_from_slice(&self.segment_id.to_le_bytes());
+        out[24..32].copy_from_slice(&self.first_sequence.to_le_bytes());
+        out[32..40].copy_from_slice(&self.created_us.to_le_bytes());
+        let crc = crc32fast::hash(&out[0..40]);
+        out[40..44].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
+        if bytes.len() < SEGMENT_HEADER_BYTES {
+            return Err(format!(
+                "segment header is {} bytes, expected {SEGMENT_HEADER_BYTES}",
+                bytes.len()
+            ));
+        }
+        if bytes[0..8] != SEGMENT_MAGIC {
+            return Err("not a batpak segment (bad magic)".into());
+        }
+        let version = u16_at(bytes, 8);
+        if version != FORMAT_VERSION {
+            return Err(format!("unsupported segment format version {version}"));
+        }
+        if usize::from(u16_at(bytes, 10)) != SEGMENT_HEADER_BYTES {
+            return Err("unexpected segment header length".into());
+        }
+        let stored = u32_at(bytes, 40);
+        let computed = crc32fast::hash(&bytes[0..40]);
+        if stored != computed {
+            return Err(format!(
+                "segment header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ));
+        }
+        if bytes[44..48] != [0; 4] {
+            return Err("segment header reserved bytes are not zero".into());
+        }
+        Ok(SegmentHeader {
+            flags: u32_at(bytes, 12),
+            segment_id: u64_at(bytes, 16),
+            first_sequence: u64_at(bytes, 24),
+            created_us: i64::from_le_bytes(bytes[32..40].try_into().unwrap_or([0; 8])),
+        })
+    }
+}
+
+/// Everything needed to encode one event frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameFields<'a> {
+    pub(crate) sequence: u64,
+    pub(crate) clock: u64,
+    pub(crate) timestamp_us: i64,
+    pub(crate) event_id: EventId,
+    pub(crate) batch_remaining: u32,
+    pub(crate) kind: EventKind,
+    pub(crate) flags: u16,
+    pub(crate) schema_version: u16,
+    /// `None` when the correlation id is the event's own id.
+    pub(crate) correlation_id: Option<EventId>,
+    pub(crate) causation_id: Option<EventId>,
+    pub(crate) idempotency_key: Option<&'a [u8]>,
+    pub(crate) entity: &'a str,
+    pub(crate) scope: &'a str,
+    pub(crate) payload: &'a [u8],
+}
+
+impl FrameFields<'_> {
+    /// Encoded frame size (prefix included) with or without a hash.
+    pub(crate) fn encoded_len(&self, with_hash: bool) -> usize {
+        FRAME_PREFIX_BYTES
+            + BODY_FIXED_BYTES
+            + if self.correlation_id.is_some() { 16 } else { 0 }
+            + if self.causation_id.is_some() { 16 } else { 0 }
+            + self.idempotency_key.map_or(0, <[u8]>::len)
+            + self.entity.len()
+            + self.scope.len()
+            + self.payload.len()
+            + if with_hash { 32 } else { 0 }
+    }
+}
+
+/// Appends one encoded frame to `out`, with the given hash-chain link.
+/// Callers validate lengths first; the `debug_assert`s restate the contract.
+pub(crate) fn encode_frame(fields: &FrameFields<'_>, hash: Option<&EventHash>, out: &mut Vec<u8>) {
+    let total = fields.encoded_len(hash.is_some());
+    let body_len = total - FRAME_PREFIX_BYTES;
+    debug_assert!(body_len <= BODY_MAX_BYTES);
+    debug_assert!(fields.entity.len() <= usize::from(u16::MAX));
+    debug_assert!(fields.idempotency_key.is_none_or(|k| k.len() <= 255));
+    let start = out.len();
+    out.reserve(total);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    let mut record_flags = 0u8;
+    if fields.correlation_id.is_some() {
+        record_flags |= HAS_CORRELATION;
+    }
+    if fields.causation_id.is_some() {
+        record_flags |= HAS_CAUSATION;
+    }
+    if hash.is_some() {
+        record_flags |= HAS_HASH;
+    }
+    out.extend_from_slice(&fields.sequence.to_le_bytes());
+    out.extend_from_slice(&fields.clock.to_le_bytes());
+    out.extend_from_slice(&fields.timestamp_us.to_le_bytes());
+    out.extend_from_slice(&fields.event_id.to_bytes());
+    out.extend_from_slice(&(fields.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fields.batch_remaining.to_le_bytes());
+    out.extend_from_slice(&fields.kind.bits().to_le_bytes());
+    out.extend_from_slice(&fields.flags.to_le_bytes());
+    out.extend_from_slice(&(fields.entity.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(fields.scope.len() as u16).to_le_bytes());
+    out.extend_from_slice(&fields.schema_version.to_le_bytes());
+    out.push(record_flags);
+    out.push(fields.idempotency_key.map_or(0, |k| k.len() as u8));
+    if let Some(id) = fields.correlation_id {
+        out.extend_from_slice(&id.to_bytes());
+    }
+    if let Some(id) = fields.causation_id {
+        out.extend_from_slice(&id.to_bytes());
+    }
+    if let Some(key) = fields.idempotency_key {
+        out.extend_from_slice(key);
+    }
+    out.extend_from_slice(fields.entity.as_bytes());
+    out.extend_from_slice(fields.scope.as_bytes());
+    out.extend_from_slice(fields.payload);
+    if let Some(hash) = hash {
+        out.extend_from_slice(hash.as_bytes());
+    }
+    debug_assert_eq!(out.len() - start, total);
+    let crc = frame_crc(&out[start..start + 4], &out[start + FRAME_PREFIX_BYTES..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn frame_crc(length_word: &[u8], body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(length_word);
+    hasher.update(body);
+    hasher.finalize()
+}
+
+/// A decoded frame borrowing from the bytes it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameView<'a> {
+    pub(crate) sequence: u64,
+    pub(crate) clock: u64,
+    pub(crate) timestamp_us: i64,
+    pub(crate) event_id: EventId,
+    pub(crate) batch_remaining: u32,
+    pub(crate) kind: EventKind,
+    pub(crate) flags: u16,
+    pub(crate) schema_version: u16,
+    pub(crate) record_flags: u8,
+    pub(crate) correlation_id: Option<EventId>,
+    pub(crate) causation_id: Option<EventId>,
+    pub(crate) idempotency_key: Option<&'a [u8]>,
+    pub(crate) entity: &'a str,
+    pub(crate) scope: &'a str,
+    pub(crate) payload: &'a [u8],
+    pub(crate) hash: Option<EventHash>,
+    /// Bytes the whole frame occupies, prefix included.
+    pub(crate) frame_len: usize,
+}
+
+impl FrameView<'_> {
+    /// The correlation id, defaulting to the event's own id.
+    pub(crate) fn correlation(&self) -> EventId {
+        self.correlation_id.unwrap_or(self.event_id)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fields(&self) -> FrameFields<'_> {
+        FrameFields {
+            sequence: self.sequence,
+            clock: self.clock,
+            timestamp_us: self.timestamp_us,
+            event_id: self.event_id,
+            batch_remaining: self.batch_remaining,
+            kind: self.kind,
+            flags: self.flags,
+            schema_version: self.schema_version,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            idempotency_key: self.idempotency_key,
+            entity: self.entity,
+            scope: self.scope,
+            payload: self.payload,
+        }
+    }
+}
+
+/// Why bytes did not decode as a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// Fewer bytes than the frame needs: a torn write, or the end of the data.
+    Truncated { needed: usize, available: usize },
+    /// A zero length word: unwritten (zero-filled) space.
+    Zero,
+    /// The length word is outside the possible range.
+    BadLength(u32),
+    /// The checksum does not match.
+    BadChecksum { stored: u32, computed: u32 },
+    /// The checksum matched but the layout is inconsistent.
+    BadLayout(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Truncated { needed, available } => {
+                write!(
+                    f,
+                    "truncated frame: needs {needed} bytes, {available} present"
+                )
+            }
+            FrameError::Zero => write!(f, "zero-filled space where a frame was expected"),
+            FrameError::BadLength(len) => write!(f, "impossible frame length {len}"),
+            FrameError::BadChecksum { stored, computed } => write!(
+                f,
+                "frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ),
+            FrameError::BadLayout(reason) => write!(f, "malformed frame: {reason}"),
+        }
+    }
+}
+
+/// Reads the body length a frame at the start of `bytes` declares.
+pub(crate) fn declared_frame_len(bytes: &[u8]) -> Result<usize, FrameError> {
+    if bytes.len() < FRAME_PREFIX_BYTES {
+        return Err(FrameError::Truncated {
+            needed: FRAME_PREFIX_BYTES,
+            available: bytes.len(),
+        });
+    }
+    let body_len = u32_at(bytes, 0);
+    if body_len == 0 {
+        return Err(FrameError::Zero);
+    }
+    let body = body_len as usize;
+    if !(BODY_FIXED_BYTES..=BODY_MAX_BYTES).contains(&body) {
+        return Err(FrameError::BadLength(body_len));
+    }
+    Ok(FRAME_PREFIX_BYTES + body)
+}
+
+/// Decodes and checks the frame at the start of `bytes`.
+pub(crate) fn decode_frame(bytes: &[u8]) -> Result<FrameView<'_>, FrameError> {
+    let frame_len = declared_frame_len(bytes)?;
+    if bytes.len() < frame_len {
+        return Err(FrameError::Truncated {
+            needed: frame_len,
+            available: bytes.len(),
+        });
+    }
+    let stored = u32_at(bytes, 4);
+    let body = &bytes[FRAME_PREFIX_BYTES..frame_len];
+    let computed = frame_crc(&bytes[0..4], body);
+    if stored != computed {
+        return Err(FrameError::BadChecksum { stored, computed });
+    }
+    decode_body(body, frame_len)
+}
+
+fn decode_body(body: &[u8], frame_len: usize) -> Result<FrameView<'_>, FrameError> {
+    let layout = |reason: &str| FrameError::BadLayout(reason.to_string());
+    let payload_len = u32_at(body, 40) as usize;
+    let entity_len = usize::from(u16_at(body, 52));
+    let scope_len = usize::from(u16_at(body, 54));
+    let record_flags = body[58];
+    let key_len = usize::from(body[59]);
+    if record_flags & !KNOWN_FLAGS != 0 {
+        return Err(layout("unknown record flags"));
+    }
+    let has_hash = record_flags & HAS_HASH != 0;
+    let expected = BODY_FIXED_BYTES
+        + if record_flags & HAS_CORRELATION != 0 {
+            16
+        } else {
+            0
+        }
+        + if record_flags & HAS_CAUSATION != 0 {
+            16
+        } else {
+            0
+        }
+        + key_len
+        + entity_len
+        + scope_len
+        + payload_len
+        + if has_hash { 32 } else { 0 };
+    if expected != body.len() {
+        return Err(layout(
+            "declared part lengths do not add up to the frame length",
+        ));
+    }
+    let mut at = BODY_FIXED_BYTES;
+    let mut take = |len: usize| {
+        let part = &body[at..at + len];
+        at += len;
+        part
+    };
+    let correlation_id = (record_flags & HAS_CORRELATION != 0).then(|| id_from(take(16)));
+    let causation_id = (record_flags & HAS_CAUSATION != 0).then(|| id_from(take(16)));
+    let idempotency_key = (key_len > 0).then(|| take(key_len));
+    let entity =
+        std::str::from_utf8(take(entity_len)).map_err(|_| layout("entity is not UTF-8"))?;
+    let scope = std::str::from_utf8(take(scope_len)).map_err(|_| layout("scope is not UTF-8"))?;
+    let payload = take(payload_len);
+    let hash = has_hash.then(|| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(take(32));
+        EventHash(out)
+    });
+    if crate::coordinate::validate_part("entity", entity).is_err()
+        || crate::coordinate::validate_part("scope", scope).is_err()
+    {
+        return Err(layout("coordinate is not valid"));
+    }
+    let clock = u64_at(body, 8);
+    if clock == 0 {
+        return Err(layout("clock is zero"));
+    }
+    Ok(FrameView {
+        sequence: u64_at(body, 0),
+        clock,
+        timestamp_us: i64::from_le_bytes(body[16..24].try_into().unwrap_or([0; 8])),
+        event_id: id_from(&body[24..40]),
+        batch_remaining: u32_at(body, 44),
+        kind: EventKind::from_bits(u16_at(body, 48)),
+        flags: u16_at(body, 50),
+        schema_version: u16_at(body, 56),
+        record_flags,
+        correlation_id,
+        causation_id,
+        idempotency_key,
+        entity,
+        scope,
+        payload,
+        hash,
+        frame_len,
+    })
+}
+
+fn id_from(bytes: &[u8]) -> EventId {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(bytes);
+    EventId::from_bytes(out)
+}
+
+pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(out)
+}
+
+/// The hash-chain link of an event: blake3 over a domain tag, the previous
+/// link of the entity (32 zero bytes for its first event), the header fields,
+/// the coordinate, and the blake3 digest of the payload. Hashing the payload's
+/// digest rather than the payload lets a redacted event keep a verifiable chain.
+#[cfg(feature = "blake3")]
+pub(crate) fn chain_hash(
+    previous: Option<&EventHash>,
+    fields: &FrameFields<'_>,
+    payload_digest: &[u8; 32],
+) -> EventHash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"batpak.event.v1");
+    hasher.update(previous.map_or(&[0u8; 32], |h| h.as_bytes()));
+    let mut fixed = [0u8; 8 + 8 + 8 + 16 + 16 + 17 + 2 + 2 + 2];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        fixed[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&fields.sequence.to_le_bytes());
+    put(&fields.clock.to_le_bytes());
+    put(&fields.timestamp_us.to_le_bytes());
+    put(&fields.event_id.to_bytes());
+    put(&fields.correlation_id.unwrap_or(fields.event_id).to_bytes());
+    match fields.causation_id {
+        Some(id) => {
+            put(&[1]);
+            put(&id.to_bytes());
+        }
+        None => put(&[0; 17]),
+    }
+    put(&fields.kind.bits().to_le_bytes());
+    put(&fields.flags.to_le_bytes());
+    put(&fields.schema_version.to_le_bytes());
+    hasher.update(&fixed);
+    hasher.update(&(fields.entity.len() as u32).to_le_bytes());
+    hasher.update(fields.entity.as_bytes());
+    hasher.update(&(fields.scope.len() as u32).to_le_bytes());
+    hasher.update(fields.scope.as_bytes());
+    hasher.update(payload_digest);
+    EventHash(*hasher.finalize().as_bytes())
+}
+
+/// blake3 digest of a payload.
+#[cfg(feature = "blake3")]
+pub(crate) fn payload_digest(payload: &[u8]) -> [u8; 32] {
+    *blake3::hash(payload).as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(payload: &'a [u8], key: Option<&'a [u8]>) -> FrameFields<'a> {
+        FrameFields {
+            sequence: 42,
+            clock: 7,
+            timestamp_us: 1_700_000_000_000_000,
+            event_id: EventId::from_bytes([9; 16]),
+            batch_remaining: 3,
+            kind: EventKind::custom(0xF, 0x123),
+            flags: 0xBEEF,
+            schema_version: 2,
+            correlation_id: Some(EventId::from_bytes([1; 16])),
+            causation_id: Some(EventId::from_bytes([2; 16])),
+            idempotency_key: key,
+            entity: "player:alice",
+            scope: "room:dungeon",
+            payload,
+        }
+    }
+
+    fn encode(fields: &FrameFields<'_>, hash: Option<EventHash>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(fields, hash.as_ref(), &mut out);
+        out
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let payload = br#"{"x":10}"#;
+        let fields = sample(payload, Some(b"retry-key"));
+        let hash = EventHash([5; 32]);
+        let bytes = encode(&fields, Some(hash));
+        assert_eq!(bytes.len(), fields.encoded_len(true));
+        let view = decode_frame(&bytes).unwrap();
+        assert_eq!(view.sequence, 42);
+        assert_eq!(view.clock, 7);
+        assert_eq!(view.timestamp_us, 1_700_000_000_000_000);
+        assert_eq!(view.event_id, EventId::from_bytes([9; 16]));
+        assert_eq!(view.batch_remaining, 3);
+        assert_eq!(view.kind, EventKind::custom(0xF, 0x123));
+        assert_eq!(view.flags, 0xBEEF);
+        assert_eq!(view.schema_version, 2);
+        assert_eq!(view.correlation_id, Some(EventId::from_bytes([1; 16])));
+        assert_eq!(view.causation_id, Some(EventId::from_bytes([2; 16])));
+        assert_eq!(view.idempotency_key, Some(&b"retry-key"[..]));
+        assert_eq!(view.entity, "player:alice");
+        assert_eq!(view.scope, "room:dungeon");
+        assert_eq!(view.payload, payload);
+        assert_eq!(view.hash, Some(hash));
+        assert_eq!(view.frame_len, bytes.len());
+        // Re-encoding the view gives the same bytes.
+        assert_eq!(encode(&view.fields(), view.hash), bytes);
+    }
+
+    #[test]
+    fn minimal_frame_round_trips() {
+        let mut fields = sample(b"1", None);
+        fields.correlation_id = None;
+        fields.causation_id = None;
+        let bytes = encode(&fields, None);
+        assert_eq!(
+            bytes.len(),
+            FRAME_PREFIX_BYTES + BODY_FIXED_BYTES + 12 + 12 + 1
+        );
+        let view = decode_frame(&bytes).unwrap();
+        assert_eq!(view.correlation(), view.event_id);
+        assert_eq!(view.hash, None);
+        assert_eq!(view.idempotency_key, None);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encode(&sample(b"[1,2,3]", Some(b"k")), Some(EventHash([1; 32])));
+        for cut in 0..bytes.len() {
+            let err = decode_frame(&bytes[..cut]).unwrap_err();
+            assert!(
+                matches!(err, FrameError::Truncated { .. }),
+                "cut at {cut}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let bytes = encode(
+            &sample(b"{\"a\":1}", Some(b"key")),
+            Some(EventHash([3; 32])),
+        );
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 1 << bit;
+                assert!(
+                    decode_frame(&damaged).is_err(),
+                    "flip of bit {bit} at byte {at} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_checksum_and_lengths_are_reported() {
+        let mut bytes = encode(&sample(b"1", None), None);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        assert!(matches!(
+            decode_frame(&bytes),
+            Err(FrameError::BadChecksum { .. })
+        ));
+        assert_eq!(decode_frame(&[0u8; 64]), Err(FrameError::Zero));
+        let mut huge = vec![0u8; 16];
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_frame(&huge), Err(FrameError::BadLength(u32::MAX)));
+    }
+
+    #[test]
+    fn layout_lies_are_caught_even_with_a_valid_checksum() {
+        let mut bytes = encode(&sample(b"1", None), None);
+        // Claim a longer entity, then fix the checksum as an attacker would.
+        bytes[FRAME_PREFIX_BYTES + 52] += 1;
+        let crc = frame_crc(&bytes[0..4], &bytes[FRAME_PREFIX_BYTES..]);
+        bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_frame(&bytes),
+            Err(FrameError::BadLayout(_))
+        ));
+    }
+
+    #[test]
+    fn segment_header_round_trips_and_rejects_damage() {
+        let header = SegmentHeader {
+            flags: 0,
+            segment_id: 3,
+            first_sequence: 1000,
+            created_us: 123,
+        };
+        let bytes = header.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+        for at in 0..SEGMENT_HEADER_BYTES {
+            let mut damaged = bytes;
+            damaged[at] ^= 0x10;
+            assert!(SegmentHeader::decode(&damaged).is_err(), "byte {at}");
+        }
+        assert!(SegmentHeader::decode(&bytes[..10]).is_err());
+    }
+
+    #[cfg(feature = "blake3")]
+    #[test]
+    fn chain_hash_covers_every_header_field_and_the_previous_link() {
+        let payload = b"{}";
+        let base = sample(payload, None);
+        let digest = payload_digest(payload);
+        let h = chain_hash(None, &base, &digest);
+        assert_eq!(h, chain_hash(None, &base, &digest));
+        let variants: [fn(&mut FrameFields<'_>); 11] = [
+            |f| f.sequence += 1,
+            |f| f.clock += 1,
+            |f| f.timestamp_us += 1,
+            |f| f.event_id = EventId::from_bytes([8; 16]),
+            |f| f.correlation_id = None,
+            |f| f.causation_id = None,
+            |f| f.kind = EventKind::custom(0xF, 0x124),
+            |f| f.flags ^= 1,
+            |f| f.schema_version += 1,
+            |f| f.entity = "player:alicf",
+            |f| f.scope = "room:dungeoo",
+        ];
+        for (i, change) in variants.iter().enumerate() {
+            let mut changed = base;
+            change(&mut changed);
+            assert_ne!(chain_hash(None, &changed, &digest), h, "variant {i}");
+        }
+        assert_ne!(chain_hash(None, &base, &payload_digest(b"{ }")), h);
+        assert_ne!(chain_hash(Some(&h), &base, &digest), h);
+    }
+}

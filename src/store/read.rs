@@ -1,0 +1,190 @@
+//! The read path: frames by sequence, and lazy iterators over the index.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::codec::decode_payload;
+use super::engine::Inner;
+use super::log::frame::decode_frame;
+use super::log::segment::ReadFrameError;
+use crate::{EventHeader, Region, StoreError, StoredEvent};
+
+/// How many sequences an iterator fetches from the index at a time.
+const FETCH_CHUNK: usize = 256;
+/// How many index entries one fetch may examine before releasing the index.
+const SCAN_BUDGET: usize = 64 * 1024;
+
+impl Inner {
+    /// Reads and checks the visible event at `sequence`, decoding its payload as `T`.
+    pub(crate) fn read_event<T: DeserializeOwned>(
+        &self,
+        sequence: u64,
+    ) -> Result<Option<StoredEvent<T>>, StoreError> {
+        let (entry, coordinate, event_id) = {
+            let index = self.index.read();
+            let Some(entry) = index.entry(sequence) else {
+                return Ok(None);
+            };
+            (entry, index.coordinate(&entry), index.event_id_at(sequence))
+        };
+        self.ensure_flushed(entry.segment, u64::from(entry.offset))?;
+        let reader = self.segments.read().get(&entry.segment).cloned();
+        let Some(reader) = reader else {
+            return Err(StoreError::corrupt(
+                self.segment_path(entry.segment),
+                u64::from(entry.offset),
+                format!("segment {} of event {sequence} is missing", entry.segment),
+            ));
+        };
+        let corrupt = |reason: String| {
+            StoreError::corrupt(reader.path.clone(), u64::from(entry.offset), reason)
+        };
+        let decoded = reader.with_frame(u64::from(entry.offset), |bytes| {
+            let view = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            // What is read back must be what the index was built from.
+            if view.sequence != sequence
+                || Some(view.event_id) != event_id
+                || view.entity != coordinate.entity()
+                || view.scope != coordinate.scope()
+            {
+                return Err(corrupt(format!(
+                    "frame does not match the index entry for sequence {sequence}"
+                )));
+            }
+            let payload: T = decode_payload(view.payload)?;
+            Ok(StoredEvent {
+                header: EventHeader {
+                    event_id: view.event_id,
+                    correlation_id: view.correlation(),
+                    causation_id: view.causation_id,
+                    timestamp_us: view.timestamp_us,
+                    sequence: view.sequence,
+                    clock: view.clock,
+                    kind: view.kind,
+                    flags: view.flags,
+                    schema_version: view.schema_version,
+                },
+                coordinate: coordinate.clone(),
+                payload,
+                hash: view.hash,
+            })
+        });
+        match decoded {
+            Ok(result) => result.map(Some),
+            Err(ReadFrameError::Io(source)) => {
+                Err(StoreError::io("read", reader.path.clone(), source))
+            }
+            Err(ReadFrameError::Frame(error)) => Err(corrupt(error.to_string())),
+        }
+    }
+}
+
+/// An iterator over stored events in sequence order, fetched lazily from the
+/// index in small chunks (the index is never held while reading the disk).
+///
+/// It sees the events that are visible when each chunk is fetched, so an
+/// iterator created before an append may or may not yield that event; it
+/// never yields an event twice or out of order. After an error it ends.
+pub struct EventIter {
+    inner: Arc<Inner>,
+    region: Region,
+    after: Option<u64>,
+    buffered: VecDeque<u64>,
+    exhausted: bool,
+}
+
+impl EventIter {
+    pub(crate) fn new(inner: Arc<Inner>, region: Region) -> Self {
+        EventIter {
+            inner,
+            region,
+            after: None,
+            buffered: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+
+    /// Starts after `sequence` (exclusive).
+    pub fn after(mut self, sequence: u64) -> Self {
+        self.after = Some(sequence);
+        self.buffered.clear();
+        self
+    }
+
+    /// Decodes payloads as `T` instead of `serde_json::Value`.
+    pub fn decode<T: DeserializeOwned>(self) -> TypedEventIter<T> {
+        TypedEventIter {
+            base: self,
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    fn next_sequence(&mut self) -> Option<u64> {
+        while self.buffered.is_empty() && !self.exhausted {
+            let (sequences, resume) =
+                self.inner
+                    .index
+                    .read()
+                    .select(&self.region, self.after, FETCH_CHUNK, SCAN_BUDGET);
+            if let Some(&last) = sequences.last() {
+                self.after = Some(last);
+            }
+            match resume {
+                Some(resume) => self.after = Some(self.after.map_or(resume, |a| a.max(resume))),
+                None => self.exhausted = true,
+            }
+            self.buffered.extend(sequences);
+        }
+        self.buffered.pop_front()
+    }
+
+    fn next_as<T: DeserializeOwned>(&mut self) -> Option<Result<StoredEvent<T>, StoreError>> {
+        loop {
+            let sequence = self.next_sequence()?;
+            match self.inner.read_event::<T>(sequence) {
+                Ok(Some(event)) => return Some(Ok(event)),
+                // Gone since it was selected (cut back after a failure): skip.
+                Ok(None) => continue,
+                Err(error) => {
+                    self.exhausted = true;
+                    self.buffered.clear();
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for EventIter {
+    type Item = Result<StoredEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_as::<serde_json::Value>()
+    }
+}
+
+impl std::fmt::Debug for EventIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventIter")
+            .field("region", &self.region)
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`EventIter`] that decodes payloads into `T`.
+#[derive(Debug)]
+pub struct TypedEventIter<T> {
+    base: EventIter,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Iterator for TypedEventIter<T> {
+    type Item = Result<StoredEvent<T>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.base.next_as::<T>()
+    }
+}
