@@ -11,6 +11,30 @@ use crate::fixture::Fixture;
 use crate::measure::{current_rss_bytes, disk_bytes, peak_rss_bytes, Latencies};
 use crate::report::Sample;
 
+/// When set, durable appends are bracketed by two marker syscalls for
+/// `strace`: `getpid` right before `append` and `getppid` right after its
+/// receipt came back (see `scripts/check_receipts.py`).
+static TRACE_MARKERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the strace markers on.
+pub fn enable_trace_markers() {
+    TRACE_MARKERS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[inline]
+fn marker_before_append() {
+    if TRACE_MARKERS.load(std::sync::atomic::Ordering::Relaxed) {
+        std::hint::black_box(std::process::id());
+    }
+}
+
+#[inline]
+fn marker_after_receipt() {
+    if TRACE_MARKERS.load(std::sync::atomic::Ordering::Relaxed) {
+        std::hint::black_box(std::os::unix::process::parent_id());
+    }
+}
+
 /// Largest batch used to build the big store.
 const BUILD_BATCH_ITEMS: usize = 10_000;
 
@@ -29,9 +53,11 @@ pub fn single_appends(
     let mut latencies = Latencies::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {
+        marker_before_append();
         let op = Instant::now();
         let receipt = store.append(fixture.coordinate(i), Fixture::kind(i), &fixture.payload(i))?;
         latencies.record_since(op);
+        marker_after_receipt();
         if check_durable
             && store
                 .durable_sequence()
@@ -99,6 +125,7 @@ pub fn concurrent_appends(
                     let mut not_durable = 0u64;
                     barrier.wait();
                     for i in t * per_thread..(t + 1) * per_thread {
+                        marker_before_append();
                         let op = Instant::now();
                         let receipt = store.append(
                             fixture.coordinate(i),
@@ -106,6 +133,7 @@ pub fn concurrent_appends(
                             &fixture.payload(i),
                         )?;
                         latencies.record_since(op);
+                        marker_after_receipt();
                         if store
                             .durable_sequence()
                             .is_none_or(|d| d < receipt.sequence)

@@ -63,6 +63,9 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     dir: Option<PathBuf>,
 
+    /// Marker syscalls around durable appends, for the strace receipt check.
+    #[arg(long, hide = true)]
+    trace_markers: bool,
     #[arg(long, hide = true, value_name = "DIR")]
     child_open: Option<PathBuf>,
     #[arg(long, hide = true, value_name = "DIR")]
@@ -116,6 +119,9 @@ fn run(args: Args) -> BenchResult<ExitCode> {
         }
         ids
     };
+    if args.trace_markers {
+        batpak_engine::enable_trace_markers();
+    }
     let root = repository_root();
     let dir = args
         .dir
