@@ -19,10 +19,10 @@ pub const KINDS: [EventKind; 4] = [
 ];
 
 const NOTES: [&str; 4] = [
-    "payment received for order; customer asked for gift wrapping and a delivery slot in the morning",
-    "refund issued after the parcel came back damaged; the courier confirmed the claim number today",
-    "subscription renewed automatically for another month with the loyalty discount still applied",
-    "address corrected by support before dispatch; the warehouse has been told to hold the shipment",
+    "payment received for order; customer asked for gift wrapping and a delivery slot in the morning (ticket 42)",
+    "refund issued after the parcel came back damaged; the courier confirmed the claim number today (ticket 42)",
+    "subscription renewed automatically for another month with the loyalty discount still applied (ticket 42)",
+    "address corrected by support before dispatch; the warehouse has been told to hold the shipment (ticket 42)",
 ];
 
 /// The payload every workload writes: serialized to about 150 bytes of compact JSON.
@@ -108,7 +108,7 @@ mod tests {
         for i in [0, 1, 2, 3, 999, 123_456] {
             let bytes = serde_json::to_vec(&fixture.payload(i)).expect("json");
             assert!(
-                (135..=175).contains(&bytes.len()),
+                (140..=160).contains(&bytes.len()),
                 "payload {i} is {} bytes",
                 bytes.len()
             );

@@ -56,6 +56,14 @@ struct Args {
     /// Run only these workloads (comma-separated: P1,P2,W1,...,W7).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
+    /// Engines to run (comma-separated: batpak,sqlite); P1/P2 always run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ENGINES",
+        default_value = "batpak,sqlite"
+    )]
+    engines: Vec<String>,
     /// Repetitions of each workload (median and min..max are reported).
     #[arg(long, default_value_t = 3)]
     repeat: u32,
@@ -149,8 +157,16 @@ fn run(args: Args) -> BenchResult<ExitCode> {
     );
 
     let fixture = Fixture::new()?;
+    for engine in &args.engines {
+        if engine != "batpak" && engine != "sqlite" {
+            return Err(BenchError::Check(format!(
+                "unknown engine {engine:?}; known: batpak,sqlite"
+            )));
+        }
+    }
     let plan = Plan {
         only,
+        engines: args.engines.clone(),
         repeat: args.repeat,
         sizes: Sizes::new(args.quick),
         dir,

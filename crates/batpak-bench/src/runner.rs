@@ -76,6 +76,8 @@ impl Sizes {
 pub struct Plan {
     /// Workload groups to run (`W1`, `P2`, ...).
     pub only: Vec<String>,
+    /// Engines to run (`batpak`, `sqlite`); the physical loops always run.
+    pub engines: Vec<String>,
     /// Repetitions of each workload.
     pub repeat: u32,
     /// Sizes.
@@ -87,6 +89,10 @@ pub struct Plan {
 impl Plan {
     fn wants(&self, id: &str) -> bool {
         self.only.iter().any(|o| o == id)
+    }
+
+    fn wants_engine(&self, engine: &str) -> bool {
+        engine == "raw" || self.engines.iter().any(|e| e == engine)
     }
 }
 
@@ -193,7 +199,7 @@ pub fn run(plan: &Plan, fixture: &Fixture) -> BenchResult<Vec<Row>> {
     let mut single = |id: &str, n: usize, engines: &[(&str, Work<'_>)]| -> BenchResult<()> {
         eprintln!("{id} (n = {n})");
         for _ in 0..reps {
-            for (engine, work) in engines {
+            for (engine, work) in engines.iter().filter(|(e, _)| plan.wants_engine(e)) {
                 let dir = fresh(&scratch.join(format!("{id}-{engine}")))?;
                 collector.add(engine, id, n, measured(|| work(&dir)));
                 remove(&dir);
@@ -283,7 +289,7 @@ pub fn run(plan: &Plan, fixture: &Fixture) -> BenchResult<Vec<Row>> {
     }
     let wants_big = plan.wants("W5") || plan.wants("W6") || plan.wants("W7");
     if wants_big {
-        let big = BigStores::prepare(&plan.dir, fixture, sizes.big)?;
+        let big = BigStores::prepare(plan, fixture, sizes.big)?;
         if plan.wants("W5") {
             w5(&big, reps, &mut collector)?;
         }
@@ -367,11 +373,11 @@ struct BuildMarker {
 }
 
 /// Bump when the fixture (payloads, kinds, entities) changes.
-const FIXTURE_VERSION: u32 = 1;
+const FIXTURE_VERSION: u32 = 2;
 
 impl BigStores {
-    fn prepare(dir: &Path, fixture: &Fixture, events: usize) -> BenchResult<BigStores> {
-        let root = dir.join(format!("big-{events}"));
+    fn prepare(plan: &Plan, fixture: &Fixture, events: usize) -> BenchResult<BigStores> {
+        let root = plan.dir.join(format!("big-{events}"));
         std::fs::create_dir_all(&root).map_err(io_err("create", &root))?;
         let mut stores = BigStores {
             root: root.clone(),
@@ -381,6 +387,9 @@ impl BigStores {
             errors: Vec::new(),
         };
         for engine in ["batpak", "sqlite"] {
+            if !plan.wants_engine(engine) {
+                continue;
+            }
             match prepare_one(&root, fixture, events, engine) {
                 Ok(path) if engine == "batpak" => stores.batpak = Some(path),
                 Ok(path) => stores.sqlite = Some(path),
