@@ -3,11 +3,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use batpak::{Batch, BatchItem, Region, Store, StoreConfig};
+use batpak::{
+    Batch, BatchItem, CacheOutcome, EventSourced, FileCache, Freshness, Region, Store, StoreConfig,
+};
 
 use crate::child::{signal_ready, OpenOutcome};
 use crate::error::{BenchError, BenchResult};
-use crate::fixture::Fixture;
+use crate::fixture::{Fixture, KINDS};
 use crate::measure::{current_rss_bytes, disk_bytes, peak_rss_bytes, Latencies};
 use crate::report::Sample;
 
@@ -315,4 +317,98 @@ pub fn child_crash(fixture: &Fixture, dir: &Path) -> BenchResult<()> {
         }
     }
     std::process::abort()
+}
+
+/// The projection of the projection rows: events per kind of one entity.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct KindCounts {
+    counts: [u64; KINDS.len()],
+}
+
+impl EventSourced for KindCounts {
+    const RELEVANT_KINDS: &'static [batpak::EventKind] = &KINDS;
+
+    fn initial() -> Self {
+        KindCounts::default()
+    }
+
+    fn apply(&mut self, event: &batpak::StoredEvent) {
+        if let Some(index) = KINDS.iter().position(|kind| *kind == event.kind()) {
+            self.counts[index] += 1;
+        }
+    }
+
+    fn projection_name() -> &'static str {
+        "batpak-bench/kind-counts"
+    }
+}
+
+/// Which cache the projection rows go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionPass {
+    /// `Store::project`: folded from the log every time.
+    NoCache,
+    /// `project_with` on an empty `FileCache`: every entity a miss (fold and write).
+    CacheMiss,
+    /// `project_with` on the cache the miss pass filled: every entity a hit.
+    CacheHit,
+}
+
+/// Projection rows (native surface): folds [`KindCounts`] for each entity in
+/// `entities`, each expected to hold `expected` events, with or without the
+/// file cache in `cache_dir`. Fails if the cache did not behave as the pass
+/// expects (a miss pass that hit, a hit pass that missed).
+pub fn projections(
+    dir: &Path,
+    cache_dir: &Path,
+    entities: &[&str],
+    expected: usize,
+    pass: ProjectionPass,
+) -> BenchResult<Sample> {
+    let store = Store::open(StoreConfig::new(dir))?;
+    let cache = FileCache::open(cache_dir)
+        .map_err(|e| BenchError::Check(format!("projection cache: {e}")))?;
+    let mut latencies = Latencies::with_capacity(entities.len());
+    let mut unexpected = 0u64;
+    let started = Instant::now();
+    for entity in entities {
+        let op = Instant::now();
+        let state: KindCounts = match pass {
+            ProjectionPass::NoCache => store.project(entity, Freshness::Consistent)?,
+            ProjectionPass::CacheMiss | ProjectionPass::CacheHit => {
+                let projected =
+                    store.project_with::<KindCounts, _>(&cache, entity, Freshness::Consistent)?;
+                let wanted = match pass {
+                    ProjectionPass::CacheMiss => CacheOutcome::Miss,
+                    _ => CacheOutcome::Hit,
+                };
+                // The random entities repeat, so a miss pass hits on repeats.
+                let repeat_hit =
+                    pass == ProjectionPass::CacheMiss && projected.outcome == CacheOutcome::Hit;
+                if projected.outcome != wanted && !repeat_hit {
+                    unexpected += 1;
+                }
+                projected.state
+            }
+        };
+        latencies.record_since(op);
+        let total: u64 = state.counts.iter().sum();
+        if total != expected as u64 {
+            return Err(BenchError::Check(format!(
+                "{entity} projects {total} events, expected {expected}"
+            )));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut sample = finish(store, dir, seconds, latencies, None)?;
+    sample.bytes_on_disk = None;
+    if pass != ProjectionPass::NoCache {
+        sample
+            .extra
+            .insert("unexpected_cache_outcomes".into(), unexpected as f64);
+        sample
+            .extra
+            .insert("cache_bytes".into(), disk_bytes(cache_dir) as f64);
+    }
+    Ok(sample)
 }

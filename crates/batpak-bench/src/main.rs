@@ -141,8 +141,8 @@ fn run(args: Args) -> BenchResult<ExitCode> {
     match args.surface {
         Surface::Neutral => eprintln!("surface: neutral (no projection cache)"),
         Surface::Native => eprintln!(
-            "surface: native — the projection API is not available in this build of batpak, \
-             so the projection rows are not available and this run is the same as neutral"
+            "surface: native (adds the projection rows W6p: per-entity folds through \
+             Store::project and the FileCache)"
         ),
     }
     eprintln!(
@@ -167,6 +167,7 @@ fn run(args: Args) -> BenchResult<ExitCode> {
     let plan = Plan {
         only,
         engines: args.engines.clone(),
+        native: args.surface == Surface::Native,
         repeat: args.repeat,
         sizes: Sizes::new(args.quick),
         dir,
@@ -181,9 +182,6 @@ fn run(args: Args) -> BenchResult<ExitCode> {
     );
     for row in &rows {
         println!("{}", row.line());
-    }
-    if args.surface == Surface::Native {
-        println!("projection rows: not available (no projection API in this build)");
     }
     println!();
     println!("budgets (TARGETS.md)");

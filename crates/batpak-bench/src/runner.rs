@@ -78,6 +78,8 @@ pub struct Plan {
     pub only: Vec<String>,
     /// Engines to run (`batpak`, `sqlite`); the physical loops always run.
     pub engines: Vec<String>,
+    /// True for `--surface native`: adds the projection rows.
+    pub native: bool,
     /// Repetitions of each workload.
     pub repeat: u32,
     /// Sizes.
@@ -319,6 +321,9 @@ pub fn run(plan: &Plan, fixture: &Fixture) -> BenchResult<Vec<Row>> {
                 }
             }
         }
+        if plan.wants("W6") && plan.native {
+            projection_rows(plan, &big, &names, per_entity, &mut collector)?;
+        }
         if plan.wants("W7") {
             let n = sizes.big as u64;
             eprintln!("W7 (replay {n} events)");
@@ -538,6 +543,51 @@ fn w5(big: &BigStores, reps: u32, collector: &mut Collector) -> BenchResult<()> 
                 collector.add(name, "W5-crash", 1, result);
                 remove(&crash_dir);
             }
+        }
+    }
+    Ok(())
+}
+
+/// The projection rows of the native surface: the W6 entities folded into
+/// per-kind counts through `Store::project` (no cache), through an empty
+/// `FileCache` (misses) and through the filled one (hits), and the same fold
+/// on SQLite.
+fn projection_rows(
+    plan: &Plan,
+    big: &BigStores,
+    names: &[&str],
+    per_entity: usize,
+    collector: &mut Collector,
+) -> BenchResult<()> {
+    use crate::batpak_engine::ProjectionPass;
+    eprintln!("W6p (projections of {} entities)", names.len());
+    let cache_dir = plan.dir.join("projection-cache");
+    for _ in 0..plan.repeat.max(1) {
+        if let Some(dir) = &big.batpak {
+            fresh(&cache_dir)?;
+            for (workload, pass) in [
+                ("W6p-nocache", ProjectionPass::NoCache),
+                ("W6p-miss", ProjectionPass::CacheMiss),
+                ("W6p-hit", ProjectionPass::CacheHit),
+            ] {
+                collector.add(
+                    "batpak",
+                    workload,
+                    names.len(),
+                    measured(|| {
+                        batpak_engine::projections(dir, &cache_dir, names, per_entity, pass)
+                    }),
+                );
+            }
+            remove(&cache_dir);
+        }
+        if let Some(dir) = &big.sqlite {
+            collector.add(
+                "sqlite",
+                "W6p",
+                names.len(),
+                measured(|| sqlite_engine::projections(dir, names, per_entity)),
+            );
         }
     }
     Ok(())

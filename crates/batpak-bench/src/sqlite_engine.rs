@@ -383,3 +383,38 @@ pub fn child_crash(fixture: &Fixture, dir: &Path) -> BenchResult<()> {
     }
     std::process::abort()
 }
+
+/// Projection rows, SQLite side: the same per-entity fold (events per kind)
+/// from `SELECT kind ... WHERE entity = ? ORDER BY clock`.
+pub fn projections(dir: &Path, entities: &[&str], expected: usize) -> BenchResult<Sample> {
+    let conn = connect(dir, Synchronous::Full)?;
+    let mut latencies = Latencies::with_capacity(entities.len());
+    let seconds = {
+        let mut statement =
+            conn.prepare_cached("SELECT kind FROM events WHERE entity = ?1 ORDER BY clock")?;
+        let started = Instant::now();
+        for entity in entities {
+            let op = Instant::now();
+            let mut counts = [0u64; crate::fixture::KINDS.len()];
+            let mut rows = statement.query([entity])?;
+            while let Some(row) = rows.next()? {
+                let bits: u16 = row.get(0)?;
+                let kind = batpak::EventKind::from_bits(bits);
+                if let Some(index) = crate::fixture::KINDS.iter().position(|k| *k == kind) {
+                    counts[index] += 1;
+                }
+            }
+            latencies.record_since(op);
+            let total: u64 = counts.iter().sum();
+            if total != expected as u64 {
+                return Err(BenchError::Check(format!(
+                    "{entity} folds {total} rows, expected {expected}"
+                )));
+            }
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let mut sample = finish(vec![conn], dir, seconds, latencies)?;
+    sample.bytes_on_disk = None;
+    Ok(sample)
+}
