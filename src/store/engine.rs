@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     pub(crate) flusher: Mutex<Option<JoinHandle<()>>>,
     pub(crate) flusher_stop: Mutex<bool>,
     pub(crate) flusher_wake: Condvar,
+    /// Live feeds: the lossy-subscription dispatcher and the open named cursors.
+    pub(crate) feeds: crate::feed::FeedState,
 }
 
 pub(crate) fn pack_position(segment: u32, offset: u64) -> u64 {

@@ -147,6 +147,7 @@ pub(crate) fn open(
         flusher: Mutex::new(None),
         flusher_stop: Mutex::new(false),
         flusher_wake: Condvar::new(),
+        feeds: crate::feed::FeedState::default(),
         config,
     });
     if !read_only && inner.writer.lock().active.is_none() {
