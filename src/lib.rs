@@ -27,12 +27,14 @@ pub mod coordinate;
 pub mod event;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod fault;
+pub mod feed;
 pub mod prelude;
 pub mod region;
 pub mod store;
 
 pub use coordinate::{Coordinate, CoordinateError};
 pub use event::{EventHash, EventHeader, EventId, EventKind, KindError, StoredEvent};
+pub use feed::{Cursor, CursorWorker, Reactor, Subscription};
 pub use region::{EntityFilter, KindFilter, Region};
 pub use store::{
     AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed,

@@ -2,6 +2,7 @@
 
 pub use crate::coordinate::{Coordinate, CoordinateError};
 pub use crate::event::{EventHash, EventHeader, EventId, EventKind, StoredEvent};
+pub use crate::feed::{Cursor, CursorWorker, Reactions, Reactor, Subscription, WorkerPolicy};
 pub use crate::region::{EntityFilter, KindFilter, Region};
 pub use crate::store::{
     AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed,
