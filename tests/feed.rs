@@ -175,7 +175,7 @@ fn a_cursor_under_concurrent_writers_delivers_every_event_exactly_once_in_order(
                 zero.push(event.header.sequence);
             }
         }
-        while let Some(event) = writer_zero.next() {
+        for event in writer_zero.by_ref() {
             zero.push(event.unwrap().header.sequence);
         }
         assert!(everything.poll_batch(1000).unwrap().is_empty());
