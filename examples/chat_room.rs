@@ -109,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("[archive] resumed at position {}", archiver.position());
     let mut archived = 8;
     for event in archiver.by_ref() {
-        let event = event?.map_payload(|p| serde_json::from_value::<Message>(p));
+        let event = event?.map_payload(serde_json::from_value::<Message>);
         let message = event.payload?;
         println!(
             "[archive] #{} {}: {}",
