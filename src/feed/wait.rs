@@ -1,9 +1,15 @@
 //! Sleeping until the store publishes more events, without polling.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::store::engine::Inner;
+
+/// Longest single sleep. `Store::close` raises `closed` without holding the
+/// publish lock, so its wake-up can slip between a waiter's check and its
+/// sleep; re-checking this often bounds how long such a waiter oversleeps.
+/// (A few wake-ups per second while idle, not a polling loop.)
+const RECHECK: Duration = Duration::from_millis(500);
 
 /// Blocks until more than `known` events are visible, the store closes,
 /// `interrupt` is raised (see [`interrupt`]) or `deadline` passes. Returns
@@ -22,7 +28,12 @@ pub(crate) fn wait_for_more(
         if interrupt.is_some_and(|flag| flag.load(Ordering::Acquire)) {
             return false;
         }
-        if inner.published.wait_until(&mut guard, deadline).timed_out() {
+        let slice_end = deadline.min(Instant::now() + RECHECK);
+        let timed_out = inner
+            .published
+            .wait_until(&mut guard, slice_end)
+            .timed_out();
+        if timed_out && slice_end >= deadline {
             return inner.visible.load(Ordering::Acquire) > known;
         }
     }
