@@ -63,7 +63,10 @@ impl Store {
     /// (coordinate, header, payload), so a consumer rarely needs a second
     /// read. When the subscriber falls behind and its buffer is full, newer
     /// notifications are dropped and counted ([`Subscription::dropped`]); use
-    /// a [`Cursor`] when every event matters. The feed ends (iteration stops,
+    /// a [`Cursor`] when every event matters. No part of an atomic batch is
+    /// offered before the whole batch is committed, but when the buffer
+    /// overflows in the middle of a batch, its later events are among the
+    /// dropped ones (a cursor always delivers whole batches). The feed ends (iteration stops,
     /// [`Subscription::recv`] returns `None`) once the store is closed and
     /// the buffer is drained.
     ///
