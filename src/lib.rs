@@ -64,4 +64,6 @@ mod guide {
     mod gates {}
     #[doc = include_str!("../guide/src/typestate.md")]
     mod typestate {}
+    #[doc = include_str!("../guide/src/subscriptions.md")]
+    mod subscriptions {}
 }
