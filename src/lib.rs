@@ -52,6 +52,12 @@ pub use store::{
 pub use typed::{EventPayload, TypedError, UpcastError};
 pub use typestate::TypestateError;
 
+/// The README's quickstart (SPEC §1, verbatim), compiled and run as a
+/// doctest. It writes `./batpak-data` in the package directory (gitignored).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
+
 /// The guide's chapters, compiled and run as doctests so every example in
 /// them stays true.
 #[cfg(doctest)]
