@@ -544,7 +544,12 @@ impl Store {
                 None => self.sync(),
             }
         };
-        self.inner.closed.store(true, Ordering::Release);
+        {
+            // Under the publish lock, so a waiter cannot check `closed`, miss
+            // this store, and then sleep through the wake-up below.
+            let _publish = self.inner.publish.lock();
+            self.inner.closed.store(true, Ordering::Release);
+        }
         self.inner.published.notify_all();
         if let Some(lock) = self.inner.lock_file.lock().take() {
             let _ = lock.unlock();
