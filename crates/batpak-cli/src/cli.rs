@@ -90,7 +90,7 @@ Examples:
 Examples:
   batpak --store ./data tail                      last 10 events, then follow
   batpak --store ./data tail -n 0 --prefix order: only new order events
-  batpak --store ./data tail --json --max-events 1   wait for the next event, print it as JSON
+  batpak --store ./data tail -n 0 --json --max-events 1   wait for the next event, print it as JSON
 
 Stop it with Ctrl-C. The writer may be another process: tail re-reads the
 log every --interval-ms to see its events.")]
@@ -264,7 +264,7 @@ pub struct TailArgs {
     #[arg(long, short = 'n', default_value_t = 10, value_name = "N")]
     pub lines: u64,
 
-    /// Exit after printing N new events (after the first -n).
+    /// Exit once N events have been printed (those printed by -n count).
     #[arg(long, value_name = "N")]
     pub max_events: Option<u64>,
 

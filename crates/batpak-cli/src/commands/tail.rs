@@ -29,17 +29,21 @@ pub fn run(context: &Context, args: &TailArgs) -> CliResult {
         }
     };
     let visible = store.next_sequence();
-    for event in last_matching(&store, &args.filter, args.lines, visible)? {
+    let mut printed: u64 = 0;
+    let backlog_max = args
+        .max_events
+        .map_or(args.lines, |max| max.min(args.lines));
+    for event in last_matching(&store, &args.filter, backlog_max, visible)? {
         print(&mut out, &event)?;
+        printed += 1;
     }
     out.flush()?;
-    if args.no_follow || args.max_events == Some(0) {
+    if args.no_follow || args.max_events.is_some_and(|max| printed >= max) {
         return Ok(());
     }
     // The last sequence already looked at: matched or not, never printed again.
     let mut cursor = visible.checked_sub(1);
     let region = args.filter.region(0);
-    let mut printed: u64 = 0;
     loop {
         if store.refresh()? > 0 {
             loop {
