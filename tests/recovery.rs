@@ -127,7 +127,8 @@ fn damage_before_valid_data_is_a_typed_error_naming_file_and_offset() {
     // Damage the second frame's payload; frames three to five stay valid.
     let first_frame_len = u32::from_le_bytes(bytes[48..52].try_into().unwrap()) as usize + 8;
     let second = 48 + first_frame_len;
-    bytes[second + 80] ^= 0x55;
+    let second_len = u32::from_le_bytes(bytes[second..second + 4].try_into().unwrap()) as usize + 8;
+    bytes[second + second_len - 3] ^= 0x55;
     fs::write(&segment, &bytes).unwrap();
     match Store::open(StoreConfig::new(dir.path())) {
         Err(StoreError::Corrupt {

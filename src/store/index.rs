@@ -13,6 +13,9 @@ use std::sync::Arc;
 use crate::region::EntityFilter;
 use crate::{Coordinate, EventHash, EventId, EventKind, Region};
 
+/// A fast, randomly seeded hasher for the write path's name lookups.
+type FastHash = foldhash::fast::RandomState;
+
 /// What the index keeps per event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -74,9 +77,12 @@ pub(crate) struct Index {
     /// Sequences below this are visible to readers.
     visible: u64,
     entities: Vec<EntityState>,
+    /// Name order, for prefix queries.
     entity_by_name: BTreeMap<Arc<str>, u32>,
+    /// The same map hashed, for the exact lookups of the write path.
+    entity_lookup: HashMap<Arc<str>, u32, FastHash>,
     scopes: Vec<Arc<str>>,
-    scope_by_name: HashMap<Arc<str>, u32>,
+    scope_by_name: HashMap<Arc<str>, u32, FastHash>,
     idempotency: HashMap<Box<[u8]>, IdempotentUnit>,
     /// correlation id -> events that named it explicitly.
     correlated: HashMap<EventId, Vec<u64>>,
@@ -106,7 +112,7 @@ impl Index {
     }
 
     pub(crate) fn entity_id(&self, name: &str) -> Option<u32> {
-        self.entity_by_name.get(name).copied()
+        self.entity_lookup.get(name).copied()
     }
 
     /// Clock and last link of an entity, counting events not yet visible.
@@ -148,7 +154,7 @@ impl Index {
         }
         let clock = u32::try_from(new.clock)
             .map_err(|_| format!("entity clock {} exceeds the index limit", new.clock))?;
-        let entity = match self.entity_by_name.get(new.entity) {
+        let entity = match self.entity_lookup.get(new.entity) {
             Some(&id) => id,
             None => {
                 let name: Arc<str> = Arc::from(new.entity);
@@ -160,7 +166,8 @@ impl Index {
                     clock: 0,
                     last_hash: None,
                 });
-                self.entity_by_name.insert(name, id);
+                self.entity_by_name.insert(name.clone(), id);
+                self.entity_lookup.insert(name, id);
                 id
             }
         };
