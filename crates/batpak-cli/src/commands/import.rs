@@ -298,7 +298,7 @@ pub fn run(context: &Context, args: &ImportArgs) -> CliResult {
         }))?;
     } else {
         out.line(format!(
-            "imported {} events from {name} in {} batches: {} written, {} already present from an earlier run",
+            "imported {} events from {name} in {} batch(es): {} written, {} already present from an earlier run",
             tally.read - tally.skipped_reserved,
             tally.batches,
             tally.written,
