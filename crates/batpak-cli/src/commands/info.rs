@@ -41,9 +41,11 @@ pub fn run(context: &Context) -> CliResult {
         format_bytes(stats.index_memory_bytes),
     ))?;
     out.line(field("poisoned", yes_no(stats.poisoned).into()))?;
-    let source = match report.index_source {
+    let source = match &report.index_source {
         IndexSource::Empty => "new empty store".to_string(),
         IndexSource::Scan => format!("full scan of {} segment(s)", report.segments),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?} ({} segment(s))", report.segments),
     };
     out.line(field(
         "opened",
