@@ -5,7 +5,9 @@
 //! `--interval-ms` and prints what matched since the last look.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use batpak::{Store, StoredEvent};
 
@@ -19,6 +21,8 @@ const PAGE_EVENTS: usize = 1024;
 
 /// Prints the last matching events, then follows.
 pub fn run(context: &Context, args: &TailArgs) -> CliResult {
+    // Taken before open, so a write racing with open is seen as a change.
+    let mut fingerprint = segments_fingerprint(&context.store);
     let store = context.open_read_only()?;
     let mut out = Out::stdout();
     let print = |out: &mut Out, event: &StoredEvent| -> CliResult {
@@ -45,7 +49,12 @@ pub fn run(context: &Context, args: &TailArgs) -> CliResult {
     let mut cursor = visible.checked_sub(1);
     let region = args.filter.region(0);
     loop {
-        if store.refresh()? > 0 {
+        // Refresh re-reads the active segment; only pay for that when the
+        // segment files changed since the last look.
+        let now = segments_fingerprint(&context.store);
+        let changed = now.is_none() || now != fingerprint;
+        fingerprint = now;
+        if changed && store.refresh()? > 0 {
             loop {
                 let page = store.query_page(&region, cursor, PAGE_EVENTS)?;
                 for event in &page.events {
@@ -66,6 +75,26 @@ pub fn run(context: &Context, args: &TailArgs) -> CliResult {
         }
         std::thread::sleep(Duration::from_millis(args.interval_ms));
     }
+}
+
+/// Name, length and modification time of every segment file: changes
+/// whenever a writer appends or starts, seals or removes a segment. `None`
+/// when the directory cannot be listed, which never compares equal to a
+/// listing, so the next look refreshes.
+type Fingerprint = Option<Vec<(OsString, u64, Option<SystemTime>)>>;
+
+fn segments_fingerprint(dir: &Path) -> Fingerprint {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "segment"))
+        .filter_map(|entry| {
+            let metadata = entry.metadata().ok()?;
+            Some((entry.file_name(), metadata.len(), metadata.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    Some(files)
 }
 
 /// The last `count` events matching `filter` among sequences below `visible`,
