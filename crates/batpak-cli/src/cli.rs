@@ -307,6 +307,10 @@ pub struct ImportArgs {
     /// Skip events of the store-reserved kind categories (0x0 and 0xD) instead of failing.
     #[arg(long)]
     pub skip_reserved: bool,
+
+    /// Largest payload accepted, in bytes (the store's default is 1 MiB; at most 64 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=67_108_864))]
+    pub payload_max_bytes: Option<u32>,
 }
 
 /// `snapshot`.

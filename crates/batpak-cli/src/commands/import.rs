@@ -269,7 +269,15 @@ pub fn run(context: &Context, args: &ImportArgs) -> CliResult {
                 (Box::new(file), size, path.display().to_string())
             }
         };
-    let store = Store::open(context.config())?;
+    let mut config = context.config();
+    if let Some(bytes) = args.payload_max_bytes {
+        // A batch must be able to hold at least one event of the largest size.
+        let batch_bytes = (u64::from(bytes) + BATCH_BYTES_SOFT_MAX).max(2 * BATCH_BYTES_SOFT_MAX);
+        config = config
+            .with_payload_max_bytes(bytes)
+            .with_batch_max_bytes(batch_bytes);
+    }
+    let store = Store::open(config)?;
     let bar = match total_bytes {
         Some(total) => progress_bar(context.progress, total, "{bytes}/{total_bytes}"),
         None => ProgressBar::hidden(),
