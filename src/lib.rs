@@ -49,3 +49,17 @@ pub use store::{
 };
 pub use typed::{EventPayload, TypedError, UpcastError};
 pub use typestate::TypestateError;
+
+/// The guide's chapters, compiled and run as doctests so every example in
+/// them stays true.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../guide/src/typed-events.md")]
+    mod typed_events {}
+    #[doc = include_str!("../guide/src/projections.md")]
+    mod projections {}
+    #[doc = include_str!("../guide/src/gates.md")]
+    mod gates {}
+    #[doc = include_str!("../guide/src/typestate.md")]
+    mod typestate {}
+}
