@@ -3,7 +3,9 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
+use batpak::StoredEvent;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::Context;
 use crate::cli::ExportArgs;
@@ -30,9 +32,25 @@ pub fn run(context: &Context, args: &ExportArgs) -> CliResult {
         "{pos}/{len} sequences",
     );
     let mut exported: u64 = 0;
-    for event in store.query(&region) {
+    // Payloads are copied as stored, never parsed into values and printed again.
+    for event in store.query(&region).raw() {
         let event = event?;
-        serde_json::to_writer(&mut sink, &event).map_err(std::io::Error::from)?;
+        let sequence = event.header.sequence;
+        let payload: &RawValue = std::str::from_utf8(event.payload.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+            .map_err(|reason| {
+                CliError::Failed(format!(
+                    "event {sequence}: stored payload is not JSON: {reason}"
+                ))
+            })?;
+        let line = StoredEvent {
+            coordinate: event.coordinate.clone(),
+            header: event.header,
+            payload,
+            hash: event.hash,
+        };
+        serde_json::to_writer(&mut sink, &line).map_err(std::io::Error::from)?;
         sink.write_all(b"\n")?;
         exported += 1;
         bar.set_position(event.header.sequence + 1);
