@@ -30,16 +30,17 @@ pub struct Cli {
         short = 's',
         global = true,
         env = "BATPAK_STORE",
-        value_name = "DIR"
+        value_name = "DIR",
+        help_heading = "Global options"
     )]
     pub store: Option<PathBuf>,
 
     /// Print machine-readable JSON on stdout instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// Never draw progress bars (they are only drawn when stderr is a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub no_progress: bool,
 
     /// What to do.
@@ -132,7 +133,7 @@ Examples:
   batpak --store ./data snapshot ./backup-2026-11-26")]
     Snapshot(SnapshotArgs),
 
-    /// Reclaim space: rewrite sealed segments without what retention drops.
+    /// Reclaim space under the store's retention policy.
     #[command(after_help = "\
 Examples:
   batpak --store ./data compact")]
