@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     pub(crate) flusher: Mutex<Option<JoinHandle<()>>>,
     pub(crate) flusher_stop: Mutex<bool>,
     pub(crate) flusher_wake: Condvar,
+    /// Footers and checkpoints (see `checkpoint.rs`).
+    pub(crate) maintenance: super::checkpoint::Maintenance,
 }
 
 pub(crate) fn pack_position(segment: u32, offset: u64) -> u64 {

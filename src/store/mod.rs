@@ -5,6 +5,7 @@
 //! `read` (reads and iterators), `index` (the in-memory index) and `log`
 //! (the on-disk format and the I/O seam).
 
+mod checkpoint;
 pub(crate) mod codec;
 mod config;
 pub(crate) mod engine;
@@ -16,6 +17,7 @@ mod options;
 mod read;
 mod report;
 
+pub use checkpoint::{IgnoredFile, CHECKPOINT_EVERY, CHECKPOINT_EVERY_EVENTS};
 pub use config::{RecoveryMode, StoreConfig, SyncMode, PAYLOAD_MAX_BYTES_LIMIT};
 pub use error::StoreError;
 pub use options::{
@@ -445,6 +447,7 @@ impl Store {
             return Ok(());
         }
         self.inner.stop_flusher();
+        self.inner.stop_maintenance();
         let synced = if self.inner.read_only {
             Ok(())
         } else {
@@ -454,6 +457,12 @@ impl Store {
                 None => self.sync(),
             }
         };
+        if synced.is_ok() && !self.inner.read_only {
+            // Derived data: a failure only means the next open scans more.
+            if let Err(error) = self.inner.maintain(true) {
+                tracing::warn!(%error, "final index checkpoint failed; the next open scans more");
+            }
+        }
         self.inner.closed.store(true, Ordering::Release);
         self.inner.published.notify_all();
         if let Some(lock) = self.inner.lock_file.lock().take() {
