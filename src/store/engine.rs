@@ -22,7 +22,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, RwLock, RwLockUpgradableReadGuard};
 
 use super::index::{Index, NewEntry};
-use super::log::frame::{encode_frame, FrameFields, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::log::frame::{
+    encode_frame, FrameFields, SegmentHeader, BODY_FIXED_BYTES, FRAME_PREFIX_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
 use super::log::io::{StorageFile, StorageIo};
 use super::log::segment::{segment_file_name, SegmentReader};
 use super::options::Causation;
@@ -242,15 +245,25 @@ impl Inner {
                     }));
                 }
             }
+            // The largest frame this item can become: prefix, fixed part, both
+            // causal ids and the hash (the key is added below).
             total_bytes += (item.payload.len()
                 + item.coordinate.entity().len()
                 + item.coordinate.scope().len()
-                + 160) as u64;
+                + FRAME_PREFIX_BYTES
+                + BODY_FIXED_BYTES
+                + 16
+                + 16
+                + 32) as u64;
         }
+        total_bytes += batch
+            .idempotency_key
+            .as_ref()
+            .map_or(0, |k| k.as_bytes().len() as u64);
         if total_bytes > self.config.batch_max_bytes {
             return Err(StoreError::BatchRejected {
                 reason: format!(
-                    "about {total_bytes} encoded bytes exceed the limit of {}",
+                    "up to {total_bytes} encoded bytes exceed the limit of {}",
                     self.config.batch_max_bytes
                 ),
             });
@@ -329,7 +342,7 @@ impl Inner {
             if let Some(expected) = draft.expect_clock {
                 if expected != clock {
                     return Err((
-                        (drafts.len() > 1).then_some(position),
+                        Some(position),
                         StoreError::ClockMismatch {
                             expected,
                             actual: clock,
@@ -339,7 +352,7 @@ impl Inner {
             }
             if clock >= u64::from(u32::MAX) {
                 return Err((
-                    (drafts.len() > 1).then_some(position),
+                    Some(position),
                     StoreError::CapacityExceeded {
                         reason: format!("entity {entity} has reached {clock} events"),
                     },
@@ -440,6 +453,7 @@ impl Inner {
             });
         }
         let last_sequence = first_sequence + u64::from(count) - 1;
+        tracing::trace!(first_sequence, count, durable, "append");
         let unsynced = last_sequence + 1 - self.durable_next.load(Ordering::Acquire);
         let must_sync = durable || unsynced >= u64::from(self.config.sync_every_n_events);
         if must_sync {
@@ -575,7 +589,9 @@ impl Inner {
             };
             (active.file.clone(), through, active.path.clone())
         };
+        let started = std::time::Instant::now();
         let synced = file.sync(self.config.sync_mode);
+        tracing::trace!(through, elapsed_us = started.elapsed().as_micros() as u64, "group sync");
         let mut writer = self.writer.lock();
         if let Some(reason) = &writer.poisoned {
             return Err(reason.clone());

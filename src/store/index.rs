@@ -79,7 +79,10 @@ pub(crate) struct Index {
     /// Sequences below this are visible to readers.
     visible: u64,
     entities: Vec<EntityState>,
+    /// Name order, for prefix queries.
     entity_by_name: BTreeMap<Arc<str>, u32>,
+    /// The same map hashed, for the exact lookups of the write path.
+    entity_lookup: HashMap<Arc<str>, u32>,
     scopes: Vec<Arc<str>>,
     scope_by_name: HashMap<Arc<str>, u32>,
     idempotency: HashMap<Box<[u8]>, IdempotentUnit>,
@@ -111,7 +114,7 @@ impl Index {
     }
 
     pub(crate) fn entity_id(&self, name: &str) -> Option<u32> {
-        self.entity_by_name.get(name).copied()
+        self.entity_lookup.get(name).copied()
     }
 
     /// Clock and last link of an entity, counting events not yet visible.
@@ -153,7 +156,7 @@ impl Index {
         }
         let clock = u32::try_from(new.clock)
             .map_err(|_| format!("entity clock {} exceeds the index limit", new.clock))?;
-        let entity = match self.entity_by_name.get(new.entity) {
+        let entity = match self.entity_lookup.get(new.entity) {
             Some(&id) => id,
             None => {
                 let name: Arc<str> = Arc::from(new.entity);
@@ -165,7 +168,8 @@ impl Index {
                     clock: 0,
                     last_hash: None,
                 });
-                self.entity_by_name.insert(name, id);
+                self.entity_by_name.insert(name.clone(), id);
+                self.entity_lookup.insert(name, id);
                 id
             }
         };

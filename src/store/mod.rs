@@ -16,6 +16,7 @@ mod open;
 mod options;
 mod read;
 mod report;
+mod verify;
 
 pub use checkpoint::{IgnoredFile, CHECKPOINT_EVERY, CHECKPOINT_EVERY_EVENTS};
 pub use config::{RecoveryMode, StoreConfig, SyncMode, PAYLOAD_MAX_BYTES_LIMIT};
@@ -26,6 +27,9 @@ pub use options::{
 };
 pub use read::{EventIter, TypedEventIter};
 pub use report::{EntityInfo, IndexSource, OpenReport, Page, StoreStats, TailCut};
+pub use verify::{
+    verify_dir, verify_dir_with_progress, Damage, DamageKind, VerifyProgress, VerifyReport,
+};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -334,6 +338,92 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Checks every checksum, sequence, clock and hash-chain link in the log,
+    /// and that the index agrees with it. Returns a report naming each damaged
+    /// place (file, offset, entity, sequence, kind); an `Err` means the check
+    /// itself could not run (for example a file could not be read).
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.inner.verify(&mut |_| {})
+    }
+
+    /// [`Store::verify`] with a callback after each segment, for progress bars.
+    pub fn verify_with_progress(
+        &self,
+        progress: &mut dyn FnMut(&VerifyProgress),
+    ) -> Result<VerifyReport, StoreError> {
+        self.inner.verify(progress)
+    }
+
+    /// The causes of an event, nearest first, following causation links back
+    /// to the root (at most `limit` steps; each step is an index lookup). Stops
+    /// at an event with no cause or whose cause is not in the store, and never
+    /// loops. The event itself is not included.
+    pub fn walk_ancestors(
+        &self,
+        event_id: EventId,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(event_id);
+        let Some(mut current) = self.get(event_id)? else {
+            return Err(StoreError::NotFound { event_id });
+        };
+        while out.len() < limit {
+            let Some(cause) = current.header.causation_id else {
+                break;
+            };
+            if !seen.insert(cause) {
+                break;
+            }
+            let Some(parent) = self.get(cause)? else {
+                break;
+            };
+            out.push(parent.clone());
+            current = parent;
+        }
+        Ok(out)
+    }
+
+    /// An entity's events from the newest back to the oldest, each link
+    /// recomputed from the event's bytes and its predecessor's link. Fails with
+    /// [`StoreError::Corrupt`] naming the first event whose link does not hold.
+    pub fn walk_entity_chain(&self, entity: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let events: Vec<StoredEvent> = self.stream(entity).collect::<Result<_, _>>()?;
+        #[cfg(feature = "blake3")]
+        {
+            let mut previous: Option<crate::EventHash> = None;
+            for event in &events {
+                let (stored, expected) = self
+                    .inner
+                    .link_at(event.header.sequence, previous.as_ref())?;
+                if stored.is_some() && Some(expected) != stored {
+                    return Err(StoreError::corrupt(
+                        self.inner.dir(),
+                        event.header.sequence,
+                        format!(
+                            "hash-chain link of {} (sequence {}) does not match its content",
+                            event.header.event_id, event.header.sequence
+                        ),
+                    ));
+                }
+                previous = event.hash;
+            }
+        }
+        Ok(events.into_iter().rev().collect())
+    }
+
+    /// Every event whose correlation id is `correlation_id` (the conversation
+    /// it started), in sequence order; served by the index.
+    pub fn correlated(&self, correlation_id: EventId) -> EventIter {
+        self.query(&Region::all().with_correlation(correlation_id))
+    }
+
+    /// Every event directly caused by `event_id`, in sequence order; served by the index.
+    pub fn caused_by(&self, event_id: EventId) -> EventIter {
+        self.query(&Region::all().with_causation(event_id))
     }
 
     /// The entity's clock as readers see it (0 = no events).

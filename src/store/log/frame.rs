@@ -436,15 +436,27 @@ pub(crate) fn chain_hash(
     fields: &FrameFields<'_>,
     payload_digest: &[u8; 32],
 ) -> EventHash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"batpak.event.v1");
-    hasher.update(previous.map_or(&[0u8; 32], |h| h.as_bytes()));
-    let mut fixed = [0u8; 8 + 8 + 8 + 16 + 16 + 17 + 2 + 2 + 2];
+    // One contiguous input and one call: blake3's per-call overhead dominates
+    // for inputs this small, so this is several times faster than feeding
+    // the parts to a `Hasher` one by one.
+    const TAG: &[u8] = b"batpak.event.v1";
+    const FIXED: usize = 15 + 32 + 8 + 8 + 8 + 16 + 16 + 17 + 2 + 2 + 2 + 32;
+    let variable = 4 + fields.entity.len() + 4 + fields.scope.len();
+    let mut stack = [0u8; FIXED + 4 + 128 + 4 + 128];
+    let mut heap = Vec::new();
+    let buffer: &mut [u8] = if FIXED + variable <= stack.len() {
+        &mut stack[..FIXED + variable]
+    } else {
+        heap.resize(FIXED + variable, 0);
+        &mut heap
+    };
     let mut at = 0;
     let mut put = |bytes: &[u8]| {
-        fixed[at..at + bytes.len()].copy_from_slice(bytes);
+        buffer[at..at + bytes.len()].copy_from_slice(bytes);
         at += bytes.len();
     };
+    put(TAG);
+    put(previous.map_or(&[0u8; 32], |h| h.as_bytes()));
     put(&fields.sequence.to_le_bytes());
     put(&fields.clock.to_le_bytes());
     put(&fields.timestamp_us.to_le_bytes());
@@ -460,13 +472,13 @@ pub(crate) fn chain_hash(
     put(&fields.kind.bits().to_le_bytes());
     put(&fields.flags.to_le_bytes());
     put(&fields.schema_version.to_le_bytes());
-    hasher.update(&fixed);
-    hasher.update(&(fields.entity.len() as u32).to_le_bytes());
-    hasher.update(fields.entity.as_bytes());
-    hasher.update(&(fields.scope.len() as u32).to_le_bytes());
-    hasher.update(fields.scope.as_bytes());
-    hasher.update(payload_digest);
-    EventHash(*hasher.finalize().as_bytes())
+    put(&(fields.entity.len() as u32).to_le_bytes());
+    put(fields.entity.as_bytes());
+    put(&(fields.scope.len() as u32).to_le_bytes());
+    put(fields.scope.as_bytes());
+    put(payload_digest);
+    debug_assert_eq!(at, FIXED + variable);
+    EventHash(*blake3::hash(buffer).as_bytes())
 }
 
 /// blake3 digest of a payload.
