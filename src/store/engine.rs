@@ -591,7 +591,11 @@ impl Inner {
         };
         let started = std::time::Instant::now();
         let synced = file.sync(self.config.sync_mode);
-        tracing::trace!(through, elapsed_us = started.elapsed().as_micros() as u64, "group sync");
+        tracing::trace!(
+            through,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group sync"
+        );
         let mut writer = self.writer.lock();
         if let Some(reason) = &writer.poisoned {
             return Err(reason.clone());

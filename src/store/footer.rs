@@ -578,7 +578,8 @@ impl Index {
                         clock: 0,
                         last_hash: None,
                     });
-                    self.entity_by_name.insert(name, id);
+                    self.entity_by_name.insert(name.clone(), id);
+                    self.entity_lookup.insert(name, id);
                     id
                 }
             };
@@ -693,6 +694,7 @@ impl Index {
             check("entity last hash", a.last_hash, b.last_hash)?;
         }
         check("entity names", &self.entity_by_name, &other.entity_by_name)?;
+        check("entity lookup", &self.entity_lookup, &other.entity_lookup)?;
         check("scopes", &self.scopes, &other.scopes)?;
         check("scope names", &self.scope_by_name, &other.scope_by_name)?;
         check("idempotency", &self.idempotency, &other.idempotency)?;

@@ -331,17 +331,23 @@ fn recover(
             );
         }
         // A footer or checkpoint that checks out replaces the scan of the
-        // bytes it covers; only what follows its watermark is read.
-        let start = load_image(
-            io,
-            &catalog,
-            &header,
-            *id,
-            segment_len,
-            file.as_ref(),
-            &mut index,
-            images,
-        )
+        // bytes it covers; only what follows its watermark is read. Those
+        // frames are checksummed on every read and by `verify()`, not here.
+        // Repair wants to find damage, so it always scans everything.
+        let start = if config.recovery_mode == RecoveryMode::Repair {
+            None
+        } else {
+            load_image(
+                io,
+                &catalog,
+                &header,
+                *id,
+                segment_len,
+                file.as_ref(),
+                &mut index,
+                images,
+            )
+        }
         .unwrap_or(SEGMENT_HEADER_BYTES as u64);
         let tail = read_range(file.as_ref(), path, start, segment_len)?;
         let end = scan_frames(&tail, 0, index.next_sequence(), compacted, |unit| {
