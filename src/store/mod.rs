@@ -16,6 +16,7 @@ mod open;
 mod options;
 mod read;
 mod report;
+mod snapshot;
 mod verify;
 
 pub use checkpoint::{IgnoredFile, CHECKPOINT_EVERY, CHECKPOINT_EVERY_EVENTS};
@@ -27,6 +28,7 @@ pub use options::{
 };
 pub use read::{EventIter, TypedEventIter};
 pub use report::{EntityInfo, IndexSource, OpenReport, Page, StoreStats, TailCut};
+pub use snapshot::SnapshotReport;
 pub use verify::{
     verify_dir, verify_dir_with_progress, Damage, DamageKind, VerifyProgress, VerifyReport,
 };
