@@ -30,7 +30,7 @@ fn a_snapshot_under_concurrent_appends_is_a_consistent_durable_prefix() {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let coord = Coordinate::new(format!("w{t}-{}", i % 5), "s").unwrap();
-                    if i % 7 == 0 {
+                    if i.is_multiple_of(7) {
                         let mut batch = Batch::new();
                         for j in 0..4 {
                             batch
