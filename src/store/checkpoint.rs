@@ -99,6 +99,44 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// An estimate of the events open will index: those the images claim,
+    /// plus the bytes after their watermarks at a typical frame size. Only
+    /// headers are read. `None` without images (a full scan grows as it goes).
+    pub(crate) fn planned_events(
+        &self,
+        io: &dyn StorageIo,
+        segments: &[(u32, PathBuf)],
+    ) -> Option<usize> {
+        /// A typical small event frame; overestimates the tail a little.
+        const TAIL_BYTES_PER_EVENT: u64 = 128;
+        let mut images = false;
+        let mut total = 0u64;
+        for (id, path) in segments {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let mut covered = (0u64, SEGMENT_HEADER_BYTES as u64);
+            if let Some((footer, checkpoint)) = self.images.get(id) {
+                for image in [footer, checkpoint].into_iter().flatten() {
+                    let mut head = [0u8; IMAGE_HEADER_BYTES];
+                    let read = io
+                        .open_file(image, false)
+                        .and_then(|f| f.read_at(&mut head, 0));
+                    if let Ok(IMAGE_HEADER_BYTES) = read {
+                        if let Ok((_, _, watermark, events)) = decode_header(&head) {
+                            if watermark <= len && events > covered.0 {
+                                covered = (events, watermark);
+                                images = true;
+                            }
+                        }
+                    }
+                }
+            }
+            total += covered.0 + len.saturating_sub(covered.1) / TAIL_BYTES_PER_EVENT;
+        }
+        images.then(|| usize::try_from(total).unwrap_or(usize::MAX))
+    }
+}
+
 /// A derived file that open did not trust.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IgnoredFile {
@@ -184,12 +222,31 @@ fn try_image(
             "image of {len} bytes is too large for a segment of {segment_len}"
         ));
     }
-    let mut bytes = vec![0u8; len as usize];
-    let got = file
-        .read_at(&mut bytes, 0)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    bytes.truncate(got);
-    let view = decode_image(&bytes)?;
+    if len < IMAGE_HEADER_BYTES as u64 {
+        return Err(format!("image of {len} bytes is shorter than its header"));
+    }
+    drop(file);
+    // Mapped rather than read: an image is read once, and a mapping shares
+    // the page cache instead of copying it into a fresh, zeroed buffer.
+    let mapped = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    // SAFETY: batpak replaces images by rename and never writes one in
+    // place, so the mapped file does not change while it is mapped (an
+    // outside process truncating it would break this, as for sealed
+    // segments). The mapping lives only for this function.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&mapped) }
+        .map_err(|e| format!("cannot map: {e}"))?;
+    apply_bytes(&map, kind, identity, segment_len, segment, index)
+}
+
+fn apply_bytes(
+    bytes: &[u8],
+    kind: u16,
+    identity: SegmentIdentity,
+    segment_len: u64,
+    segment: &dyn StorageFile,
+    index: &mut Index,
+) -> Result<(u64, u64, ImageBuilder), String> {
+    let view = decode_image(bytes)?;
     if view.kind != kind {
         return Err(format!("image kind {} under the wrong name", view.kind));
     }
@@ -610,15 +667,6 @@ pub(crate) fn clean_catalog(io: &dyn StorageIo, catalog: &Catalog, segments: &BT
             let _ = io.sync_dir(&dir);
         }
     }
-}
-
-/// Reads an image header only (tests and tools).
-#[allow(dead_code)]
-pub(crate) fn image_header_events(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() < IMAGE_HEADER_BYTES {
-        return None;
-    }
-    decode_header(bytes).ok().map(|(_, _, _, events)| events)
 }
 
 impl Store {

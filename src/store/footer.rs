@@ -433,6 +433,12 @@ impl ImageView<'_> {
         }
     }
 
+    /// Sequence, entity, scope and clock of a record: what the checks need.
+    fn record_key(&self, position: usize) -> (u64, u32, u32, u32) {
+        let r = &self.records[position * RECORD_BYTES..(position + 1) * RECORD_BYTES];
+        (u64_at(r, 0), u32_at(r, 36), u32_at(r, 40), u32_at(r, 44))
+    }
+
     pub(crate) fn last_record(&self) -> Option<RecordView> {
         (self.events > 0).then(|| self.record(self.events as usize - 1))
     }
@@ -447,21 +453,19 @@ impl ImageView<'_> {
         let events = self.events as usize;
         let mut previous: Option<u64> = None;
         for position in 0..events {
-            let record = self.record(position);
-            if record.entity as usize >= self.entities.len()
-                || record.scope as usize >= self.scopes.len()
-            {
+            let (sequence, entity, scope, clock) = self.record_key(position);
+            if entity as usize >= self.entities.len() || scope as usize >= self.scopes.len() {
                 return Err(format!(
                     "record {position} names an unknown entity or scope"
                 ));
             }
-            if previous.is_some_and(|p| record.sequence <= p) {
+            if previous.is_some_and(|p| sequence <= p) {
                 return Err(format!("record {position} breaks sequence order"));
             }
-            if record.clock == 0 {
+            if clock == 0 {
                 return Err(format!("record {position} has clock zero"));
             }
-            previous = Some(record.sequence);
+            previous = Some(sequence);
         }
         if previous.map_or(self.segment.first_sequence, |p| p + 1) != self.next_sequence {
             return Err("image next sequence disagrees with its records".into());
@@ -528,6 +532,14 @@ fn id_at(bytes: &[u8], at: usize) -> EventId {
 }
 
 impl Index {
+    /// Reserves room for `events` more events in the per-event columns, so
+    /// loading images does not grow them by doubling (copies, and up to
+    /// twice the memory).
+    pub(crate) fn reserve_events(&mut self, events: usize) {
+        self.entries.reserve_exact(events);
+        self.ids.reserve_exact(events);
+    }
+
     /// Loads a checked image of segment `segment` into the index, exactly as
     /// scanning its frames would. Checks first, changes nothing on error.
     pub(crate) fn apply_image(&mut self, image: &ImageView<'_>) -> Result<(), String> {
@@ -541,11 +553,10 @@ impl Index {
             .collect();
         let compacted = image.segment.flags & crate::store::log::frame::SEGMENT_FLAG_COMPACTED != 0;
         for (position, expected) in (0..events).zip(self.next_sequence()..) {
-            let record = image.record(position);
-            if record.sequence != expected {
+            let (sequence, entity, _, record_clock) = image.record_key(position);
+            if sequence != expected {
                 return Err(format!(
-                    "image record {position} has sequence {}, the index expects {expected}{}",
-                    record.sequence,
+                    "image record {position} has sequence {sequence}, the index expects {expected}{}",
                     if compacted {
                         " (compacted segments are scanned)"
                     } else {
@@ -553,11 +564,11 @@ impl Index {
                     }
                 ));
             }
-            let clock = &mut clocks[record.entity as usize];
-            if u64::from(record.clock) != *clock + 1 {
+            let clock = &mut clocks[entity as usize];
+            if u64::from(record_clock) != *clock + 1 {
                 return Err(format!(
-                    "image record {position} jumps entity {} from clock {clock} to {}",
-                    image.entities[record.entity as usize].0, record.clock
+                    "image record {position} jumps entity {} from clock {clock} to {record_clock}",
+                    image.entities[entity as usize].0
                 ));
             }
             *clock += 1;
@@ -600,8 +611,6 @@ impl Index {
             };
             scope_ids.push(id);
         }
-        self.entries.reserve(events);
-        self.ids.reserve(events);
         for position in 0..events {
             let record = image.record(position);
             let entity = entity_ids[record.entity as usize];

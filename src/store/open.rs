@@ -271,6 +271,11 @@ fn recover(
     let catalog = Catalog::list(dir);
     *images = ImageOutcome::default();
     let mut index = Index::default();
+    if config.recovery_mode != RecoveryMode::Repair {
+        if let Some(events) = catalog.planned_events(io, &listing.segments) {
+            index.reserve_events(events);
+        }
+    }
     let mut readers = BTreeMap::new();
     let mut last = None;
     let count = listing.segments.len();
