@@ -159,6 +159,7 @@ pub(crate) fn open(
         flusher_stop: Mutex::new(false),
         flusher_wake: Condvar::new(),
         maintenance,
+        sync_requested: AtomicBool::new(false),
         config,
     });
     if !read_only && inner.writer.lock().active.is_none() {
