@@ -62,4 +62,6 @@ mod guide {
     mod gates {}
     #[doc = include_str!("../guide/src/typestate.md")]
     mod typestate {}
+    #[doc = include_str!("../guide/src/operations.md")]
+    mod operations {}
 }
