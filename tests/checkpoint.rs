@@ -320,3 +320,46 @@ fn read_only_open_uses_images_and_never_writes_them() {
         }
     ));
 }
+
+#[test]
+fn the_background_thread_writes_footers_soon_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let crash = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    fill(&store, 0, 300);
+    store.sync().unwrap();
+    let sealed = store.stats().segments as usize - 1;
+    assert!(sealed >= 3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let footers = || {
+        images(dir.path())
+            .iter()
+            .filter(|p| p.extension().unwrap() == "footer")
+            .count()
+    };
+    while footers() < sealed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no footers after 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A crash now: the footers written in the background are trusted.
+    copy_store(dir.path(), crash.path(), true);
+    let expected = observe(&store);
+    drop(store);
+    let store = Store::open(config(crash.path())).unwrap();
+    match store.open_report().index_source {
+        IndexSource::Checkpoint {
+            restored_events,
+            images,
+            ..
+        } => {
+            assert!(images as usize >= sealed, "{images} < {sealed}");
+            assert!(restored_events > 0);
+        }
+        other => panic!("expected a checkpoint open, got {other:?}"),
+    }
+    assert_eq!(observe(&store), expected);
+    assert_same_as_a_full_scan(&store, crash.path());
+}
