@@ -68,12 +68,17 @@ pub(crate) struct Catalog {
     images: BTreeMap<u32, (Option<PathBuf>, Option<PathBuf>)>,
     /// Leftovers of interrupted writes.
     temporary: Vec<PathBuf>,
+    /// The checkpoint directory.
+    dir: PathBuf,
 }
 
 impl Catalog {
     pub(crate) fn list(store_dir: &Path) -> Catalog {
-        let mut catalog = Catalog::default();
-        let Ok(entries) = std::fs::read_dir(store_dir.join(CHECKPOINT_DIR)) else {
+        let mut catalog = Catalog {
+            dir: store_dir.join(CHECKPOINT_DIR),
+            ..Catalog::default()
+        };
+        let Ok(entries) = std::fs::read_dir(&catalog.dir) else {
             return catalog;
         };
         for entry in entries.flatten() {
@@ -658,13 +663,10 @@ pub(crate) fn clean_catalog(io: &dyn StorageIo, catalog: &Catalog, segments: &BT
         }
     }
     if removed {
-        if let Some(dir) = catalog
-            .temporary
-            .first()
-            .and_then(|p| p.parent())
-            .map(Path::to_path_buf)
-        {
-            let _ = io.sync_dir(&dir);
+        // Removals are not needed for correctness (a leftover is ignored or
+        // removed again), so a failed directory sync is only logged.
+        if let Err(error) = io.sync_dir(&catalog.dir) {
+            tracing::warn!(dir = %catalog.dir.display(), %error, "could not sync the checkpoint directory");
         }
     }
 }
