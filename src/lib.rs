@@ -27,6 +27,7 @@ pub mod coordinate;
 pub mod event;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod fault;
+pub mod feed;
 pub mod guard;
 pub mod pipeline;
 pub mod prelude;
@@ -39,6 +40,7 @@ pub mod typestate;
 pub use batpak_derive::EventPayload;
 pub use coordinate::{Coordinate, CoordinateError};
 pub use event::{EventHash, EventHeader, EventId, EventKind, KindError, StoredEvent};
+pub use feed::{Cursor, CursorWorker, Reactor, Subscription};
 pub use guard::{gate_fn, Denial, Gate, GateSet, Proposal};
 pub use pipeline::{Committed, Pipeline, Receipt};
 pub use projection::{CacheOutcome, EventSourced, FileCache, Freshness, NoCache, ProjectionCache};

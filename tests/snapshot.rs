@@ -159,3 +159,31 @@ fn a_snapshot_refuses_a_non_empty_destination_or_one_inside_the_store() {
     let report = store.snapshot(empty.path()).unwrap();
     assert_eq!(report.next_sequence, 1);
 }
+
+#[test]
+fn named_cursor_positions_come_along_and_never_point_past_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let coord = Coordinate::new("audit", "ops").unwrap();
+    for i in 0..5 {
+        store.append(&coord, KIND, &json!(i)).unwrap();
+    }
+    {
+        let mut cursor = store.named_cursor("mailer", &Region::all()).unwrap();
+        assert_eq!(cursor.poll_batch(3).unwrap().len(), 3);
+        cursor.commit().unwrap();
+    }
+    let report = store.snapshot(backups.path().join("copy")).unwrap();
+    assert_eq!(report.next_sequence, 5);
+    let copy = Store::open(config(&report.dir)).unwrap();
+    assert_eq!(copy.named_cursors().unwrap(), vec!["mailer".to_string()]);
+    let mut cursor = copy.named_cursor("mailer", &Region::all()).unwrap();
+    let rest: Vec<_> = cursor
+        .poll_batch(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(rest, vec![json!(3), json!(4)]);
+}

@@ -159,6 +159,7 @@ pub(crate) fn open(
         flusher_stop: Mutex::new(false),
         flusher_wake: Condvar::new(),
         maintenance,
+        feeds: crate::feed::FeedState::default(),
         sync_requested: AtomicBool::new(false),
         config,
     });

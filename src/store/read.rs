@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec::decode_payload;
 use super::engine::Inner;
-use super::log::frame::decode_frame;
+use super::log::frame::decode_indexed_frame;
 use super::log::segment::ReadFrameError;
 use crate::{EventHeader, Region, StoreError, StoredEvent};
 
@@ -52,7 +52,7 @@ impl Inner {
             StoreError::corrupt(reader.path.clone(), u64::from(entry.offset), reason)
         };
         let decoded = reader.with_frame(u64::from(entry.offset), |bytes| {
-            let view = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            let view = decode_indexed_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
             // What is read back must be what the index was built from.
             if view.sequence != sequence
                 || Some(view.event_id) != event_id

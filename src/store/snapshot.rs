@@ -79,6 +79,15 @@ impl Store {
 
     fn snapshot_into(&self, dest: &Path) -> Result<SnapshotReport, StoreError> {
         let inner = &self.inner;
+        // Cursor positions first: a consumer commits only positions of events
+        // it was delivered, which are all below the cut taken next, so no
+        // copied cursor points past the end of the copied log.
+        copy_cursors(
+            inner.io.as_ref(),
+            &inner.dir().join(crate::feed::CURSOR_DIR),
+            &dest.join(crate::feed::CURSOR_DIR),
+            inner.config.sync_mode,
+        )?;
         // Compaction and image writing replace files; keep them out while copying.
         let maintenance = inner.maintenance.state.lock();
         let (next_sequence, active_id, active_end) = {
@@ -154,12 +163,6 @@ impl Store {
             report.images += 1;
         }
         drop(maintenance);
-        copy_cursors(
-            io,
-            &inner.dir().join("cursors"),
-            &dest.join("cursors"),
-            inner.config.sync_mode,
-        )?;
         for dir in [Some(images_to.as_path()), Some(dest), dest.parent()]
             .into_iter()
             .flatten()
@@ -249,6 +252,7 @@ fn copy_file(
 }
 
 /// Copies the named cursor files (not their temporary files), if any.
+/// They are copied as files; their format belongs to the feeds.
 fn copy_cursors(
     io: &dyn StorageIo,
     from: &Path,
