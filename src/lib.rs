@@ -72,4 +72,6 @@ mod guide {
     mod typestate {}
     #[doc = include_str!("../guide/src/subscriptions.md")]
     mod subscriptions {}
+    #[doc = include_str!("../guide/src/operations.md")]
+    mod operations {}
 }
