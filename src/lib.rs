@@ -27,14 +27,39 @@ pub mod coordinate;
 pub mod event;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod fault;
+pub mod guard;
+pub mod pipeline;
 pub mod prelude;
+pub mod projection;
 pub mod region;
 pub mod store;
+pub mod typed;
+pub mod typestate;
 
+pub use batpak_derive::EventPayload;
 pub use coordinate::{Coordinate, CoordinateError};
 pub use event::{EventHash, EventHeader, EventId, EventKind, KindError, StoredEvent};
+pub use guard::{gate_fn, Denial, Gate, GateSet, Proposal};
+pub use pipeline::{Committed, Pipeline, Receipt};
+pub use projection::{CacheOutcome, EventSourced, FileCache, Freshness, NoCache, ProjectionCache};
 pub use region::{EntityFilter, KindFilter, Region};
 pub use store::{
     AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed,
     IdempotencyKey, RecoveryMode, Store, StoreConfig, StoreError, SyncMode,
 };
+pub use typed::{EventPayload, TypedError, UpcastError};
+pub use typestate::TypestateError;
+
+/// The guide's chapters, compiled and run as doctests so every example in
+/// them stays true.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../guide/src/typed-events.md")]
+    mod typed_events {}
+    #[doc = include_str!("../guide/src/projections.md")]
+    mod projections {}
+    #[doc = include_str!("../guide/src/gates.md")]
+    mod gates {}
+    #[doc = include_str!("../guide/src/typestate.md")]
+    mod typestate {}
+}

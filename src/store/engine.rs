@@ -106,6 +106,9 @@ pub(crate) struct Inner {
     pub(crate) flusher: Mutex<Option<JoinHandle<()>>>,
     pub(crate) flusher_stop: Mutex<bool>,
     pub(crate) flusher_wake: Condvar,
+    /// Set when relaxed appends reach half the cadence: the background thread
+    /// syncs early, so the appender that reaches the full cadence rarely waits.
+    pub(crate) sync_requested: AtomicBool,
 }
 
 pub(crate) fn pack_position(segment: u32, offset: u64) -> u64 {
@@ -320,9 +323,7 @@ impl Inner {
         let first_sequence = index.next_sequence();
         let timestamp_us = now_us();
         let now_ms = u64::try_from(timestamp_us / 1000).unwrap_or(0);
-        let mut heads: Vec<(&str, u64, Option<EventHash>)> = Vec::new();
-        let mut ids: Vec<EventId> = Vec::with_capacity(drafts.len());
-        let mut correlations: Vec<EventId> = Vec::with_capacity(drafts.len());
+        let mut heads: Vec<(&str, u64, Option<EventHash>)> = Vec::with_capacity(drafts.len());
         let mut frames: Vec<(FrameFields<'_>, Option<EventHash>)> =
             Vec::with_capacity(drafts.len());
         let mut unit_bytes = 0usize;
@@ -357,18 +358,20 @@ impl Inner {
                 ));
             }
             let event_id = writer.ids.next(now_ms);
+            let cause = match draft.causation {
+                Some(Causation::Item(cause)) => Some(&frames[cause].0),
+                _ => None,
+            };
             let causation_id = match draft.causation {
                 Some(Causation::Event(id)) => Some(id),
-                Some(Causation::Item(cause)) => Some(ids[cause]),
+                Some(Causation::Item(_)) => cause.map(|c: &FrameFields<'_>| c.event_id),
                 None => None,
             };
-            let correlation = match (draft.correlation_id, draft.causation) {
+            let correlation = match (draft.correlation_id, cause) {
                 (Some(id), _) => id,
-                (None, Some(Causation::Item(cause))) => correlations[cause],
-                (None, _) => event_id,
+                (None, Some(cause)) => cause.correlation_id.unwrap_or(cause.event_id),
+                (None, None) => event_id,
             };
-            ids.push(event_id);
-            correlations.push(correlation);
             let fields = FrameFields {
                 sequence: first_sequence + position as u64,
                 clock: clock + 1,
@@ -409,21 +412,18 @@ impl Inner {
             // state, which rotation does not change; recompute for simplicity.
             return self.append_unit(drafts, key, durable);
         }
+        let mut index = RwLockUpgradableReadGuard::upgrade(index);
         let active = writer.active.as_mut().ok_or((None, StoreError::ReadOnly))?;
         let segment = active.id;
-        let mut offsets = Vec::with_capacity(frames.len());
-        for (fields, hash) in &frames {
-            offsets.push(active.end());
-            encode_frame(fields, hash.as_ref(), &mut active.pending);
-        }
-        let mut index = RwLockUpgradableReadGuard::upgrade(index);
         let count = frames.len() as u32;
         let mut receipts = Vec::with_capacity(frames.len());
-        for (position, ((fields, hash), offset)) in frames.iter().zip(&offsets).enumerate() {
+        for (position, (fields, hash)) in frames.iter().enumerate() {
+            let offset = active.end();
+            encode_frame(fields, hash.as_ref(), &mut active.pending);
             let pushed = index.push(NewEntry {
                 sequence: fields.sequence,
                 segment,
-                offset: *offset as u32,
+                offset: offset as u32,
                 timestamp_us,
                 event_id: fields.event_id,
                 entity: fields.entity,
@@ -464,6 +464,13 @@ impl Inner {
         let visible = index.visible();
         drop(index);
         self.publish(visible);
+        if !must_sync
+            && unsynced * 2 >= u64::from(self.config.sync_every_n_events)
+            && !self.sync_requested.swap(true, Ordering::AcqRel)
+        {
+            let _stop = self.flusher_stop.lock();
+            self.flusher_wake.notify_one();
+        }
         if !must_sync {
             let over = writer
                 .active
@@ -589,7 +596,11 @@ impl Inner {
         };
         let started = std::time::Instant::now();
         let synced = file.sync(self.config.sync_mode);
-        tracing::trace!(through, elapsed_us = started.elapsed().as_micros() as u64, "group sync");
+        tracing::trace!(
+            through,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group sync"
+        );
         let mut writer = self.writer.lock();
         if let Some(reason) = &writer.poisoned {
             return Err(reason.clone());
@@ -778,11 +789,14 @@ impl Inner {
                     if *stop {
                         return;
                     }
-                    inner.flusher_wake.wait_for(&mut stop, interval);
+                    if !inner.sync_requested.load(Ordering::Acquire) {
+                        inner.flusher_wake.wait_for(&mut stop, interval);
+                    }
                     if *stop {
                         return;
                     }
                 }
+                inner.sync_requested.store(false, Ordering::Release);
                 let written = inner.index.read().next_sequence();
                 if inner.durable_next.load(Ordering::Acquire) < written {
                     if let Err(error) = inner.sync_through(written) {

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use crate::region::EntityFilter;
 use crate::{Coordinate, EventHash, EventId, EventKind, Region};
 
+/// A fast, randomly seeded hasher for the write path's name lookups.
+type FastHash = foldhash::fast::RandomState;
+
 /// What the index keeps per event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -77,9 +80,9 @@ pub(crate) struct Index {
     /// Name order, for prefix queries.
     entity_by_name: BTreeMap<Arc<str>, u32>,
     /// The same map hashed, for the exact lookups of the write path.
-    entity_lookup: HashMap<Arc<str>, u32>,
+    entity_lookup: HashMap<Arc<str>, u32, FastHash>,
     scopes: Vec<Arc<str>>,
-    scope_by_name: HashMap<Arc<str>, u32>,
+    scope_by_name: HashMap<Arc<str>, u32, FastHash>,
     idempotency: HashMap<Box<[u8]>, IdempotentUnit>,
     /// correlation id -> events that named it explicitly.
     correlated: HashMap<EventId, Vec<u64>>,

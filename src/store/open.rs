@@ -147,6 +147,7 @@ pub(crate) fn open(
         flusher: Mutex::new(None),
         flusher_stop: Mutex::new(false),
         flusher_wake: Condvar::new(),
+        sync_requested: AtomicBool::new(false),
         config,
     });
     if !read_only && inner.writer.lock().active.is_none() {
