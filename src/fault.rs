@@ -276,6 +276,36 @@ impl FaultInjector {
         })
     }
 
+    /// Recording injectors: takes every file now under `dir` (recursively) as
+    /// durable as it is, so crash images include files the store has not
+    /// opened yet (call it before opening an existing store). Returns how
+    /// many files were adopted.
+    pub fn adopt_existing(&self, dir: &Path) -> io::Result<usize> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(next) = pending.pop() {
+            for entry in std::fs::read_dir(&next)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                } else if kind.is_file() {
+                    found.push(entry.path());
+                }
+            }
+        }
+        let mut adopted = 0;
+        self.with_shadow(|s| {
+            for path in &found {
+                if !s.current.contains_key(path) {
+                    s.file_for(path);
+                    adopted += 1;
+                }
+            }
+        });
+        Ok(adopted)
+    }
+
     /// Fails the `n`-th call at `point` from now on (1 = the next one), once.
     pub fn fail_nth(&self, point: IoPoint, n: u64, fault: Fault) {
         self.add_rule(FaultRule::at(point).nth(n).fault(fault));
