@@ -118,7 +118,10 @@ enum Trigger {
     From(u64),
     Always,
     /// Fires with this probability per matching call, drawn from the state.
-    Probability { probability: f64, rng: u64 },
+    Probability {
+        probability: f64,
+        rng: u64,
+    },
 }
 
 /// One rule of a [`FaultInjector`]: which calls it matches (operations and a
@@ -427,9 +430,7 @@ impl FaultInjector {
                     *left == 0
                 }
                 Trigger::Always => true,
-                Trigger::Probability { probability, rng } => {
-                    next_unit(rng) < *probability
-                }
+                Trigger::Probability { probability, rng } => next_unit(rng) < *probability,
             };
             if fires && fired.is_none() {
                 fired = Some(rule.fault);

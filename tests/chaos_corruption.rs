@@ -33,7 +33,11 @@ fn build(dir: &Path, events: usize) -> Vec<StoredEvent> {
             let mut batch = Batch::new();
             for i in 0..3 {
                 batch
-                    .add(&coord(&format!("e{}", (tag + i) % 4)), KIND, &payload(tag * 10 + i as u64, 60))
+                    .add(
+                        &coord(&format!("e{}", (tag + i) % 4)),
+                        KIND,
+                        &payload(tag * 10 + i, 60),
+                    )
                     .unwrap();
             }
             written += store.append_batch(&batch).unwrap().len();
@@ -105,7 +109,11 @@ fn flip_and_check(
     writable_open: bool,
     counts: &mut Counts,
 ) {
-    let handle = OpenOptions::new().read(true).write(true).open(file).unwrap();
+    let handle = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
     let mut byte = [0u8];
     handle.read_exact_at(&mut byte, at).unwrap();
     let original = fs::read(file).unwrap();
@@ -117,15 +125,17 @@ fn flip_and_check(
     counts.flips += 1;
     match verify_dir(&config(dir)) {
         Ok(report) if !report.is_clean() => counts.detected_by_verify += 1,
-        Ok(_) => counts.violations.push(format!("{what}: verify_dir saw nothing")),
+        Ok(_) => counts
+            .violations
+            .push(format!("{what}: verify_dir saw nothing")),
         Err(_) => counts.detected_by_verify += 1, // refused to read: reported
     }
     match Store::open_read_only(config(dir)) {
         Ok(store) => reads_are_true(&store, expected, counts, &what),
         Err(StoreError::Corrupt { .. }) => counts.open_refused += 1,
-        Err(other) => counts
-            .violations
-            .push(format!("{what}: open failed with an untyped-looking error {other}")),
+        Err(other) => counts.violations.push(format!(
+            "{what}: open failed with an untyped-looking error {other}"
+        )),
     }
     if writable_open {
         // The writable open may cut a torn-looking tail: restore afterwards.
@@ -142,7 +152,9 @@ fn flip_and_check(
                 drop(store);
             }
             Err(StoreError::Corrupt { .. }) => {}
-            Err(other) => counts.violations.push(format!("{what}: writable open: {other}")),
+            Err(other) => counts
+                .violations
+                .push(format!("{what}: writable open: {other}")),
         }
         for (path, bytes) in all {
             fs::write(path, bytes).unwrap();
@@ -163,7 +175,11 @@ fn report(name: &str, counts: &Counts) {
         counts.reads_failed,
         counts.violations.len()
     );
-    assert!(counts.violations.is_empty(), "{name}: {:?}", &counts.violations[..counts.violations.len().min(5)]);
+    assert!(
+        counts.violations.is_empty(),
+        "{name}: {:?}",
+        &counts.violations[..counts.violations.len().min(5)]
+    );
 }
 
 #[test]
@@ -179,7 +195,15 @@ fn every_byte_flip_of_a_small_multi_segment_store_is_detected_and_never_read_as_
         for at in 0..len {
             let mask = masks[(at % masks.len() as u64) as usize];
             // Writable opens (which may cut) on a sample, to bound the time.
-            flip_and_check(dir.path(), file, at, mask, &expected, at % 97 == 0, &mut counts);
+            flip_and_check(
+                dir.path(),
+                file,
+                at,
+                mask,
+                &expected,
+                at % 97 == 0,
+                &mut counts,
+            );
         }
     }
     report("exhaustive flip campaign", &counts);
@@ -193,7 +217,10 @@ fn random_byte_flips_of_a_larger_store_are_detected_and_never_read_as_data() {
     let dir = tempfile::tempdir().unwrap();
     let expected = build(dir.path(), 400);
     let files = segments(dir.path());
-    let sizes: Vec<u64> = files.iter().map(|f| fs::metadata(f).unwrap().len()).collect();
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .collect();
     let total: u64 = sizes.iter().sum();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut counts = Counts::default();
@@ -206,7 +233,15 @@ fn random_byte_flips_of_a_larger_store_are_detected_and_never_read_as_data() {
         }
         let mask = rng.u8(1..=255);
         let writable = rng.u8(..20) == 0;
-        flip_and_check(dir.path(), &files[index], at, mask, &expected, writable, &mut counts);
+        flip_and_check(
+            dir.path(),
+            &files[index],
+            at,
+            mask,
+            &expected,
+            writable,
+            &mut counts,
+        );
     }
     report("random flip campaign", &counts);
 }
@@ -233,21 +268,29 @@ fn truncated_segments_open_to_a_true_prefix_or_fail_typed() {
             match verify_dir(&config(dir.path())) {
                 Ok(report) if !report.is_clean() => {}
                 Ok(_) if is_last && cut <= 48 => {} // an empty last segment holds nothing
-                Ok(_) => counts.violations.push(format!("{what}: verify saw nothing")),
+                Ok(_) => counts
+                    .violations
+                    .push(format!("{what}: verify saw nothing")),
                 Err(_) => {}
             }
-            let snapshot: Vec<(PathBuf, Vec<u8>)> =
-                files.iter().map(|p| (p.clone(), fs::read(p).unwrap())).collect();
+            let snapshot: Vec<(PathBuf, Vec<u8>)> = files
+                .iter()
+                .map(|p| (p.clone(), fs::read(p).unwrap()))
+                .collect();
             match Store::open(config(dir.path())) {
                 Ok(store) => {
                     // Only a cut of the last segment opens, and then to a prefix.
                     if !is_last {
-                        counts.violations.push(format!("{what}: opened with a hole"));
+                        counts
+                            .violations
+                            .push(format!("{what}: opened with a hole"));
                     }
                     reads_are_true(&store, &expected, &mut counts, &what);
                     let n = store.next_sequence() as usize;
                     if n > expected.len() {
-                        counts.violations.push(format!("{what}: more events than written"));
+                        counts
+                            .violations
+                            .push(format!("{what}: more events than written"));
                     }
                     drop(store);
                 }

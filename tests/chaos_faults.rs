@@ -317,7 +317,9 @@ fn start(operation: Operation, arm: impl Fn(&FaultInjector)) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ledger = prepare(dir.path(), operation);
     let faults = FaultInjector::recording();
-    faults.adopt_existing(dir.path()).expect("adopt the prepared files");
+    faults
+        .adopt_existing(dir.path())
+        .expect("adopt the prepared files");
     let calls_before = std::cell::Cell::new([0; 9]);
     let errored = operate(dir.path(), operation, &faults, &mut ledger, &|| {
         calls_before.set(faults.all_calls());
@@ -358,7 +360,8 @@ impl Totals {
         let Err(violation) = outcome else { return };
         if let Some(retry) = retry_as_maybe {
             if violation.contains("failed but is present") && retry().is_ok() {
-                self.undead_unpreventable.push(format!("{what}: {violation}"));
+                self.undead_unpreventable
+                    .push(format!("{what}: {violation}"));
                 return;
             }
         }
@@ -389,10 +392,13 @@ fn check_run(
     for image in 0..images {
         let image_seed = seed.wrapping_add(image);
         let dest = tempfile::tempdir().expect("tempdir");
-        if let Err(error) = run.faults.crash_image(run.dir.path(), dest.path(), image_seed) {
-            totals
-                .violations
-                .push(format!("{name} seed {seed}: image {image_seed} failed: {error}"));
+        if let Err(error) = run
+            .faults
+            .crash_image(run.dir.path(), dest.path(), image_seed)
+        {
+            totals.violations.push(format!(
+                "{name} seed {seed}: image {image_seed} failed: {error}"
+            ));
             continue;
         }
         totals.images += 1;
@@ -450,7 +456,11 @@ fn every_io_point_of_every_operation_fails_cleanly() {
     let filter = std::env::var("BATPAK_CHAOS_FILTER").unwrap_or_default();
     println!(
         "fault campaign: base seed {base_seed}, calls per point {}, {images} crash images per run",
-        if per_point == 0 { "all".to_string() } else { per_point.to_string() }
+        if per_point == 0 {
+            "all".to_string()
+        } else {
+            per_point.to_string()
+        }
     );
     let started = std::time::Instant::now();
     let mut totals = Totals::default();
@@ -473,7 +483,8 @@ fn every_io_point_of_every_operation_fails_cleanly() {
             if count == 0 {
                 continue;
             }
-            let mut rng = fastrand::Rng::with_seed(base_seed ^ hash(&format!("{operation:?}{point:?}")));
+            let mut rng =
+                fastrand::Rng::with_seed(base_seed ^ hash(&format!("{operation:?}{point:?}")));
             let chosen: Vec<u64> = if per_point == 0 || count <= per_point {
                 (1..=count).collect()
             } else {
@@ -523,7 +534,15 @@ fn every_io_point_of_every_operation_fails_cleanly() {
                         }
                     });
                     let images = if kind == Kind::Crash { images } else { 1 };
-                    check_run(run, operation, &name, seed, images, (kind, point), &mut totals);
+                    check_run(
+                        run,
+                        operation,
+                        &name,
+                        seed,
+                        images,
+                        (kind, point),
+                        &mut totals,
+                    );
                 }
             }
         }

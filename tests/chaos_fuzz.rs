@@ -22,16 +22,19 @@ fn cases(default: u32) -> u32 {
 fn segment_input() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..400),
-        (0u8..4, proptest::collection::vec(any::<u8>(), 0..64), any::<u16>()).prop_map(
-            |(mode, bytes, at)| {
+        (
+            0u8..4,
+            proptest::collection::vec(any::<u8>(), 0..64),
+            any::<u16>()
+        )
+            .prop_map(|(mode, bytes, at)| {
                 let mut input = vec![mode];
                 if mode % 4 == 2 {
                     input.extend_from_slice(&at.to_le_bytes());
                 }
                 input.extend_from_slice(&bytes);
                 input
-            }
-        ),
+            }),
         // A copy of the seed segment's frames with one byte flipped.
         (any::<u16>(), 1u8..=255).prop_map(|(at, mask)| {
             let seed = harness::seed_segment();
@@ -100,7 +103,11 @@ proptest! {
 #[test]
 fn the_seed_segment_is_a_valid_store() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("0000000000.segment"), harness::seed_segment()).unwrap();
+    std::fs::write(
+        dir.path().join("0000000000.segment"),
+        harness::seed_segment(),
+    )
+    .unwrap();
     let store = batpak::Store::open_read_only(batpak::StoreConfig::new(dir.path())).unwrap();
     assert_eq!(store.next_sequence(), 3);
     assert!(store.verify().unwrap().is_clean());

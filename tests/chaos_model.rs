@@ -71,8 +71,9 @@ impl World {
         self.faults
             .adopt_existing(&self.dir())
             .map_err(|e| format!("adopt: {e}"))?;
-        let store = Store::open(config(&self.dir(), self.cadence).with_fault_injector(self.faults.clone()))
-            .map_err(|e| format!("open failed: {e}"))?;
+        let store =
+            Store::open(config(&self.dir(), self.cadence).with_fault_injector(self.faults.clone()))
+                .map_err(|e| format!("open failed: {e}"))?;
         self.store = Some(store);
         self.armed = false;
         self.poisoned = false;
@@ -189,10 +190,14 @@ impl World {
                     let got: Vec<u64> = receipts.iter().map(|r| r.sequence).collect();
                     let want: Vec<u64> = original.iter().map(|o| o.0).collect();
                     // A single append retrying a batch's key gets the first receipt.
-                    if !got.is_empty() && (got == want || (got.len() == 1 && want.first() == got.first())) {
+                    if !got.is_empty()
+                        && (got == want || (got.len() == 1 && want.first() == got.first()))
+                    {
                         Ok(())
                     } else {
-                        Err(format!("idempotent retry returned {got:?}, original {want:?}"))
+                        Err(format!(
+                            "idempotent retry returned {got:?}, original {want:?}"
+                        ))
                     }
                 }
                 Err(_) if self.faulted() => self.failed_unit(&[], None),
@@ -237,8 +242,13 @@ impl World {
                         ));
                     }
                 }
-                self.ledger
-                    .record(unit, &tagged, Ok(receipts), durable || self.cadence == 1, false);
+                self.ledger.record(
+                    unit,
+                    &tagged,
+                    Ok(receipts),
+                    durable || self.cadence == 1,
+                    false,
+                );
                 if let Some(key) = key {
                     self.keys.insert(key, unit);
                 }
@@ -251,10 +261,12 @@ impl World {
                     other => other,
                 };
                 match error {
-                    StoreError::ClockMismatch { expected: e, actual: a }
-                        if e == expected && a == actual =>
-                    {
-                        self.ledger.record(unit, &tagged, Err(&StoreError::Closed), false, false);
+                    StoreError::ClockMismatch {
+                        expected: e,
+                        actual: a,
+                    } if e == expected && a == actual => {
+                        self.ledger
+                            .record(unit, &tagged, Err(&StoreError::Closed), false, false);
                         Ok(())
                     }
                     _ if self.faulted() => self.failed_unit(&tagged, Some(unit)),
@@ -289,7 +301,10 @@ impl World {
             Err(error) => return Err(format!("read: {error}")),
         };
         let visible = self.visible();
-        let got: Vec<u64> = events.iter().filter_map(|e| e.payload["tag"].as_u64()).collect();
+        let got: Vec<u64> = events
+            .iter()
+            .filter_map(|e| e.payload["tag"].as_u64())
+            .collect();
         let want: Vec<u64> = visible.iter().map(|e| e.tag).collect();
         if got != want {
             return Err(format!("store has tags {got:?}, model {want:?}"));
@@ -341,7 +356,12 @@ fn run_case(seed: u64, steps: u64, stats: &mut Stats) -> Result<(), String> {
                 }
                 let result = world
                     .store()
-                    .append_with_options(&coord(&entity), KIND, &payload(tag, rng.usize(..300)), options)
+                    .append_with_options(
+                        &coord(&entity),
+                        KIND,
+                        &payload(tag, rng.usize(..300)),
+                        options,
+                    )
                     .map(|r| vec![r]);
                 world.expect_unit(&[(tag, entity, expect)], key, durable, result)
             }
@@ -360,8 +380,9 @@ fn run_case(seed: u64, steps: u64, stats: &mut Stats) -> Result<(), String> {
                     let tag = world.ledger.tag();
                     let entity = format!("e{}", rng.u8(..4));
                     let expect = (rng.u8(..6) == 0).then(|| rng.u64(..4));
-                    let mut item = BatchItem::new(&coord(&entity), KIND, &payload(tag, rng.usize(..200)))
-                        .map_err(|e| e.to_string())?;
+                    let mut item =
+                        BatchItem::new(&coord(&entity), KIND, &payload(tag, rng.usize(..200)))
+                            .map_err(|e| e.to_string())?;
                     if let Some(expect) = expect {
                         item = item.expect_clock(expect);
                     }
@@ -387,11 +408,18 @@ fn run_case(seed: u64, steps: u64, stats: &mut Stats) -> Result<(), String> {
             80..=85 => world.crash(rng.u64(..)),
             86..=93 => {
                 if !world.armed && !world.poisoned {
-                    let point = [IoPoint::Write, IoPoint::Sync, IoPoint::Create, IoPoint::SyncDir, IoPoint::Truncate]
-                        [rng.usize(..5)];
+                    let point = [
+                        IoPoint::Write,
+                        IoPoint::Sync,
+                        IoPoint::Create,
+                        IoPoint::SyncDir,
+                        IoPoint::Truncate,
+                    ][rng.usize(..5)];
                     let fault = match rng.u8(..3) {
                         0 => Fault::Error,
-                        1 => Fault::ShortWrite { keep_bytes: rng.usize(..300) },
+                        1 => Fault::ShortWrite {
+                            keep_bytes: rng.usize(..300),
+                        },
                         _ => Fault::Crash,
                     };
                     world
@@ -436,7 +464,11 @@ fn store_matches_model_through_faults_and_crashes() {
     let mut stats = Stats::default();
     let mut failures = Vec::new();
     for case in 0..cases {
-        let seed = if cases == 1 { base } else { base.wrapping_add(case) };
+        let seed = if cases == 1 {
+            base
+        } else {
+            base.wrapping_add(case)
+        };
         if let Err(failure) = run_case(seed, steps, &mut stats) {
             println!("VIOLATION model case seed {seed}: {failure}");
             failures.push(seed);
@@ -451,5 +483,8 @@ fn store_matches_model_through_faults_and_crashes() {
         stats.errors,
         failures.len()
     );
-    assert!(failures.is_empty(), "failing seeds (replay with BATPAK_CHAOS_SEED=<seed> BATPAK_CHAOS_CASES=1): {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "failing seeds (replay with BATPAK_CHAOS_SEED=<seed> BATPAK_CHAOS_CASES=1): {failures:?}"
+    );
 }

@@ -26,7 +26,11 @@ fn failed_append_reappears_when_the_cut_back_truncation_fails() {
     drop(store);
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
     let payloads: Vec<_> = store.stream("e").map(|e| e.unwrap().payload).collect();
-    assert_eq!(payloads, vec![json!("kept")], "the failed append must stay gone");
+    assert_eq!(
+        payloads,
+        vec![json!("kept")],
+        "the failed append must stay gone"
+    );
     assert!(store.verify().unwrap().is_clean());
 }
 

@@ -106,7 +106,11 @@ impl Ledger {
                         tag: *tag,
                         entity: entity.clone(),
                         unit,
-                        status: if crashed { Status::Maybe } else { Status::Failed },
+                        status: if crashed {
+                            Status::Maybe
+                        } else {
+                            Status::Failed
+                        },
                         sequence: None,
                     });
                 }
@@ -118,9 +122,7 @@ impl Ledger {
     /// (what `Store::durable_sequence` or a successful sync/close promised).
     pub fn durable_below(&mut self, durable_next: u64) {
         for entry in &mut self.entries {
-            if entry.status == Status::Relaxed
-                && entry.sequence.is_some_and(|s| s < durable_next)
-            {
+            if entry.status == Status::Relaxed && entry.sequence.is_some_and(|s| s < durable_next) {
                 entry.status = Status::Durable;
             }
         }
@@ -241,7 +243,8 @@ pub fn check_store(
             }
             Status::Relaxed if !here => {
                 let sequence = entry.sequence.unwrap_or(0);
-                lost_relaxed_below = Some(lost_relaxed_below.map_or(sequence, |s: u64| s.min(sequence)));
+                lost_relaxed_below =
+                    Some(lost_relaxed_below.map_or(sequence, |s: u64| s.min(sequence)));
             }
             _ => {}
         }
