@@ -116,7 +116,6 @@ fn flip_and_check(
         .unwrap();
     let mut byte = [0u8];
     handle.read_exact_at(&mut byte, at).unwrap();
-    let original = fs::read(file).unwrap();
     handle.write_all_at(&[byte[0] ^ mask], at).unwrap();
     let what = format!(
         "flip {mask:#04x} at {}:{at}",
@@ -160,7 +159,9 @@ fn flip_and_check(
             fs::write(path, bytes).unwrap();
         }
     }
-    fs::write(file, &original).unwrap();
+    // Restore the byte (a writable open restored whole files above).
+    let handle = OpenOptions::new().write(true).open(file).unwrap();
+    handle.write_all_at(&byte, at).unwrap();
 }
 
 fn report(name: &str, counts: &Counts) {
