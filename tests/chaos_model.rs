@@ -200,7 +200,7 @@ impl World {
                         ))
                     }
                 }
-                Err(_) if self.faulted() => self.failed_unit(&[], None),
+                Err(_) if self.faulted() => self.failed_unit(&[], None, None),
                 Err(error) => Err(format!("idempotent retry failed: {error}")),
             };
         }
@@ -269,22 +269,32 @@ impl World {
                             .record(unit, &tagged, Err(&StoreError::Closed), false, false);
                         Ok(())
                     }
-                    _ if self.faulted() => self.failed_unit(&tagged, Some(unit)),
+                    _ if self.faulted() => self.failed_unit(&tagged, Some(unit), key.clone()),
                     other => Err(format!("expected a clock mismatch, got {other}")),
                 }
             }
-            (Err(_), None) if self.faulted() => self.failed_unit(&tagged, Some(unit)),
+            (Err(_), None) if self.faulted() => self.failed_unit(&tagged, Some(unit), key.clone()),
             (Err(error), None) => Err(format!("unexpected error without a fault: {error}")),
         }
     }
 
-    fn failed_unit(&mut self, tagged: &[(u64, String)], unit: Option<u64>) -> Result<(), String> {
+    fn failed_unit(
+        &mut self,
+        tagged: &[(u64, String)],
+        unit: Option<u64>,
+        key: Option<String>,
+    ) -> Result<(), String> {
         self.stats.errors += 1;
         self.poisoned = true;
         if let Some(unit) = unit {
             let crashed = self.faults.crashed();
             self.ledger
                 .record(unit, tagged, Err(&StoreError::Closed), false, crashed);
+            // A unit interrupted by a crash may survive, key included; the
+            // next reconcile drops the key if the unit did not.
+            if let (true, Some(key)) = (crashed, key) {
+                self.keys.insert(key, unit);
+            }
         }
         Ok(())
     }
