@@ -74,4 +74,7 @@ mod guide {
     mod subscriptions {}
     #[doc = include_str!("../guide/src/operations.md")]
     mod operations {}
+    #[cfg(feature = "dangerous-test-hooks")]
+    #[doc = include_str!("../guide/src/testing.md")]
+    mod testing {}
 }
