@@ -27,6 +27,7 @@ pub mod coordinate;
 pub mod event;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod fault;
+pub mod feed;
 pub mod guard;
 pub mod pipeline;
 pub mod prelude;
@@ -39,6 +40,7 @@ pub mod typestate;
 pub use batpak_derive::EventPayload;
 pub use coordinate::{Coordinate, CoordinateError};
 pub use event::{EventHash, EventHeader, EventId, EventKind, KindError, StoredEvent};
+pub use feed::{Cursor, CursorWorker, Reactor, Subscription};
 pub use guard::{gate_fn, Denial, Gate, GateSet, Proposal};
 pub use pipeline::{Committed, Pipeline, Receipt};
 pub use projection::{CacheOutcome, EventSourced, FileCache, Freshness, NoCache, ProjectionCache};
@@ -49,6 +51,12 @@ pub use store::{
 };
 pub use typed::{EventPayload, TypedError, UpcastError};
 pub use typestate::TypestateError;
+
+/// The README's quickstart (SPEC §1, verbatim), compiled and run as a
+/// doctest. It writes `./batpak-data` in the package directory (gitignored).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
 
 /// The guide's chapters, compiled and run as doctests so every example in
 /// them stays true.
@@ -80,4 +88,6 @@ mod guide {
     mod tuning {}
     #[doc = include_str!("../guide/src/migrating.md")]
     mod migrating {}
+    #[doc = include_str!("../guide/src/subscriptions.md")]
+    mod subscriptions {}
 }

@@ -2,6 +2,7 @@
 
 pub use crate::coordinate::{Coordinate, CoordinateError};
 pub use crate::event::{EventHash, EventHeader, EventId, EventKind, StoredEvent};
+pub use crate::feed::{Cursor, CursorWorker, Reactions, Reactor, Subscription, WorkerPolicy};
 pub use crate::guard::{gate_fn, Denial, Gate, GateSet, Proposal};
 pub use crate::pipeline::{Committed, Pipeline, Receipt};
 pub use crate::projection::{

@@ -318,7 +318,7 @@ pub fn replay<M: Machine>(
     })
 }
 
-/// Declares a typestate machine. See the [module docs](crate::typestate).
+/// Declares a typestate machine. See the [module docs](mod@crate::typestate).
 ///
 /// ```text
 /// batpak::typestate! {

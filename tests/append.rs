@@ -426,3 +426,35 @@ fn rotation_spreads_the_log_over_segments_and_everything_survives_reopen() {
     let store = Store::open(config()).unwrap();
     assert_eq!(store.stats().segments, segments);
 }
+
+#[test]
+fn raw_iteration_yields_the_stored_json_bytes_and_decode_yields_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .append(&coord("a"), MOVED, &json!({"b": 1, "a": [true]}))
+        .unwrap();
+    store
+        .append(&coord("a"), MOVED, &json!({"b": 2, "a": []}))
+        .unwrap();
+    let raw: Vec<_> = store
+        .stream("a")
+        .raw()
+        .map(|e| e.unwrap().payload)
+        .collect();
+    assert_eq!(raw[0].as_bytes(), br#"{"a":[true],"b":1}"#);
+    assert_eq!(
+        raw[1].parse::<serde_json::Value>().unwrap(),
+        json!({"b": 2, "a": []})
+    );
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        b: u32,
+    }
+    let typed: Vec<u32> = store
+        .stream("a")
+        .decode::<Shape>()
+        .map(|e| e.unwrap().payload.b)
+        .collect();
+    assert_eq!(typed, vec![1, 2]);
+}

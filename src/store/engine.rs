@@ -106,6 +106,8 @@ pub(crate) struct Inner {
     pub(crate) flusher: Mutex<Option<JoinHandle<()>>>,
     pub(crate) flusher_stop: Mutex<bool>,
     pub(crate) flusher_wake: Condvar,
+    /// Live feeds: the lossy-subscription dispatcher and the open named cursors.
+    pub(crate) feeds: crate::feed::FeedState,
     /// Set when relaxed appends reach half the cadence: the background thread
     /// syncs early, so the appender that reaches the full cadence rarely waits.
     pub(crate) sync_requested: AtomicBool,

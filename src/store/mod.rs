@@ -23,7 +23,7 @@ pub use options::{
     AppendOptions, AppendReceipt, Batch, BatchItem, Causation, IdempotencyKey,
     IDEMPOTENCY_KEY_MAX_BYTES,
 };
-pub use read::{EventIter, TypedEventIter};
+pub use read::{EventIter, RawPayload, TypedEventIter};
 pub use report::{EntityInfo, IndexSource, OpenReport, Page, StoreStats, TailCut};
 pub use verify::{
     verify_dir, verify_dir_with_progress, Damage, DamageKind, VerifyProgress, VerifyReport,

@@ -147,6 +147,7 @@ pub(crate) fn open(
         flusher: Mutex::new(None),
         flusher_stop: Mutex::new(false),
         flusher_wake: Condvar::new(),
+        feeds: crate::feed::FeedState::default(),
         sync_requested: AtomicBool::new(false),
         config,
     });

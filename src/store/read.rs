@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec::decode_payload;
 use super::engine::Inner;
-use super::log::frame::decode_frame;
+use super::log::frame::decode_indexed_frame;
 use super::log::segment::ReadFrameError;
 use crate::{EventHeader, Region, StoreError, StoredEvent};
 
@@ -22,6 +22,16 @@ impl Inner {
         &self,
         sequence: u64,
     ) -> Result<Option<StoredEvent<T>>, StoreError> {
+        self.read_event_with(sequence, decode_payload::<T>)
+    }
+
+    /// Reads and checks the visible event at `sequence`, turning its payload
+    /// bytes into `P` with `decode`.
+    pub(crate) fn read_event_with<P>(
+        &self,
+        sequence: u64,
+        decode: fn(&[u8]) -> Result<P, StoreError>,
+    ) -> Result<Option<StoredEvent<P>>, StoreError> {
         let (entry, coordinate, event_id) = {
             let index = self.index.read();
             let Some(entry) = index.entry(sequence) else {
@@ -42,7 +52,7 @@ impl Inner {
             StoreError::corrupt(reader.path.clone(), u64::from(entry.offset), reason)
         };
         let decoded = reader.with_frame(u64::from(entry.offset), |bytes| {
-            let view = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            let view = decode_indexed_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
             // What is read back must be what the index was built from.
             if view.sequence != sequence
                 || Some(view.event_id) != event_id
@@ -53,7 +63,7 @@ impl Inner {
                     "frame does not match the index entry for sequence {sequence}"
                 )));
             }
-            let payload: T = decode_payload(view.payload)?;
+            let payload = decode(view.payload)?;
             Ok(StoredEvent {
                 header: EventHeader {
                     event_id: view.event_id,
@@ -117,7 +127,17 @@ impl EventIter {
     pub fn decode<T: DeserializeOwned>(self) -> TypedEventIter<T> {
         TypedEventIter {
             base: self,
-            _type: std::marker::PhantomData,
+            decode: decode_payload::<T>,
+        }
+    }
+
+    /// Yields payloads as their stored JSON bytes, unparsed: the fastest way
+    /// to replay a log when most payloads are not needed (checksums are still
+    /// checked on every frame).
+    pub fn raw(self) -> TypedEventIter<RawPayload> {
+        TypedEventIter {
+            base: self,
+            decode: |bytes| Ok(RawPayload(bytes.into())),
         }
     }
 
@@ -140,10 +160,13 @@ impl EventIter {
         self.buffered.pop_front()
     }
 
-    fn next_as<T: DeserializeOwned>(&mut self) -> Option<Result<StoredEvent<T>, StoreError>> {
+    fn next_with<P>(
+        &mut self,
+        decode: fn(&[u8]) -> Result<P, StoreError>,
+    ) -> Option<Result<StoredEvent<P>, StoreError>> {
         loop {
             let sequence = self.next_sequence()?;
-            match self.inner.read_event::<T>(sequence) {
+            match self.inner.read_event_with(sequence, decode) {
                 Ok(Some(event)) => return Some(Ok(event)),
                 // Gone since it was selected (cut back after a failure): skip.
                 Ok(None) => continue,
@@ -161,7 +184,7 @@ impl Iterator for EventIter {
     type Item = Result<StoredEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_as::<serde_json::Value>()
+        self.next_with(decode_payload::<serde_json::Value>)
     }
 }
 
@@ -174,17 +197,41 @@ impl std::fmt::Debug for EventIter {
     }
 }
 
-/// An [`EventIter`] that decodes payloads into `T`.
-#[derive(Debug)]
+/// An [`EventIter`] that decodes payloads into `T` (see [`EventIter::decode`]
+/// and [`EventIter::raw`]).
 pub struct TypedEventIter<T> {
     base: EventIter,
-    _type: std::marker::PhantomData<fn() -> T>,
+    decode: fn(&[u8]) -> Result<T, StoreError>,
 }
 
-impl<T: DeserializeOwned> Iterator for TypedEventIter<T> {
+impl<T> std::fmt::Debug for TypedEventIter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedEventIter")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Iterator for TypedEventIter<T> {
     type Item = Result<StoredEvent<T>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.base.next_as::<T>()
+        self.base.next_with(self.decode)
+    }
+}
+
+/// A payload as stored: compact JSON bytes, not parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPayload(pub Box<[u8]>);
+
+impl RawPayload {
+    /// The JSON bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Parses the payload into `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
+        decode_payload(&self.0)
     }
 }

@@ -310,6 +310,21 @@ pub(crate) fn declared_frame_len(bytes: &[u8]) -> Result<usize, FrameError> {
 
 /// Decodes and checks the frame at the start of `bytes`.
 pub(crate) fn decode_frame(bytes: &[u8]) -> Result<FrameView<'_>, FrameError> {
+    decode_frame_checked(bytes, true)
+}
+
+/// Decodes and checks a frame the index already vouches for: the checksum and
+/// layout are checked as always, but the coordinate's character rules are
+/// not re-run, because the caller compares it with the index's validated
+/// coordinate instead.
+pub(crate) fn decode_indexed_frame(bytes: &[u8]) -> Result<FrameView<'_>, FrameError> {
+    decode_frame_checked(bytes, false)
+}
+
+fn decode_frame_checked(
+    bytes: &[u8],
+    validate_coordinate: bool,
+) -> Result<FrameView<'_>, FrameError> {
     let frame_len = declared_frame_len(bytes)?;
     if bytes.len() < frame_len {
         return Err(FrameError::Truncated {
@@ -323,10 +338,14 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<FrameView<'_>, FrameError> {
     if stored != computed {
         return Err(FrameError::BadChecksum { stored, computed });
     }
-    decode_body(body, frame_len)
+    decode_body(body, frame_len, validate_coordinate)
 }
 
-fn decode_body(body: &[u8], frame_len: usize) -> Result<FrameView<'_>, FrameError> {
+fn decode_body(
+    body: &[u8],
+    frame_len: usize,
+    validate_coordinate: bool,
+) -> Result<FrameView<'_>, FrameError> {
     let layout = |reason: &str| FrameError::BadLayout(reason.to_string());
     let payload_len = u32_at(body, 40) as usize;
     let entity_len = usize::from(u16_at(body, 52));
@@ -376,8 +395,9 @@ fn decode_body(body: &[u8], frame_len: usize) -> Result<FrameView<'_>, FrameErro
         out.copy_from_slice(take(32));
         EventHash(out)
     });
-    if crate::coordinate::validate_part("entity", entity).is_err()
-        || crate::coordinate::validate_part("scope", scope).is_err()
+    if validate_coordinate
+        && (crate::coordinate::validate_part("entity", entity).is_err()
+            || crate::coordinate::validate_part("scope", scope).is_err())
     {
         return Err(layout("coordinate is not valid"));
     }

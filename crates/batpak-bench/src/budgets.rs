@@ -1,0 +1,291 @@
+//! The budget ratios of TARGETS.md, judged from the rows of one run.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Row;
+
+/// Whether a budget was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// The measured value satisfies the budget.
+    Met,
+    /// It does not.
+    Missed,
+    /// A row it needs is missing or failed (not run, `--only`, engine error).
+    NotAvailable,
+}
+
+/// One budget, its measured value and its verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BudgetLine {
+    /// Budget id (`W1/sqlite`, `W5/open-clean`, ...).
+    pub id: String,
+    /// What is compared.
+    pub what: String,
+    /// The measured value (ratio, milliseconds, MiB, ...), if it could be computed.
+    pub measured: Option<f64>,
+    /// `>=` or `<=`.
+    pub comparison: String,
+    /// The budget.
+    pub limit: f64,
+    /// The verdict.
+    pub status: Status,
+}
+
+impl BudgetLine {
+    fn new(id: &str, what: &str, measured: Option<f64>, at_least: bool, limit: f64) -> BudgetLine {
+        let status = match measured {
+            Some(value) if value.is_finite() => {
+                let met = if at_least {
+                    value >= limit
+                } else {
+                    value <= limit
+                };
+                if met {
+                    Status::Met
+                } else {
+                    Status::Missed
+                }
+            }
+            _ => Status::NotAvailable,
+        };
+        BudgetLine {
+            id: id.to_string(),
+            what: what.to_string(),
+            measured,
+            comparison: if at_least { ">=" } else { "<=" }.to_string(),
+            limit,
+            status,
+        }
+    }
+
+    /// One printed line.
+    pub fn line(&self) -> String {
+        let measured = match self.measured {
+            Some(value) => format!("{value:.3}"),
+            None => "-".to_string(),
+        };
+        let status = match self.status {
+            Status::Met => "met",
+            Status::Missed => "MISSED",
+            Status::NotAvailable => "n/a",
+        };
+        format!(
+            "{:<16} {:<58} {:>12} {} {:<8} {}",
+            self.id, self.what, measured, self.comparison, self.limit, status
+        )
+    }
+}
+
+struct Rows<'a>(&'a [Row]);
+
+impl Rows<'_> {
+    fn get(&self, engine: &str, workload: &str) -> Option<&Row> {
+        self.0
+            .iter()
+            .find(|r| r.engine == engine && r.workload == workload && r.ok())
+    }
+
+    fn rate(&self, engine: &str, workload: &str) -> Option<f64> {
+        self.get(engine, workload).map(|r| r.per_second)
+    }
+
+    fn rate_ratio(&self, a: (&str, &str), b: (&str, &str)) -> Option<f64> {
+        Some(self.rate(a.0, a.1)? / self.rate(b.0, b.1)?)
+    }
+
+    fn extra(&self, engine: &str, workload: &str, key: &str) -> Option<f64> {
+        self.get(engine, workload)?.extra.get(key).copied()
+    }
+
+    fn bytes_per_event(&self, engine: &str, workload: &str) -> Option<f64> {
+        let row = self.get(engine, workload)?;
+        Some(row.bytes_on_disk? as f64 / row.n as f64)
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Judges every budget of TARGETS.md against the rows of one run.
+pub fn evaluate(rows: &[Row]) -> Vec<BudgetLine> {
+    let rows = Rows(rows);
+    let b = ("batpak", "");
+    let mut lines = vec![
+        BudgetLine::new(
+            "W1/sqlite",
+            "W1 relaxed appends: batpak events/s / SQLite events/s",
+            rows.rate_ratio((b.0, "W1"), ("sqlite", "W1")),
+            true,
+            15.0,
+        ),
+        BudgetLine::new(
+            "W1/P2",
+            "W1 relaxed appends: batpak events/s / P2 raw framing records/s",
+            rows.rate_ratio((b.0, "W1"), ("raw", "P2")),
+            true,
+            0.30,
+        ),
+        BudgetLine::new(
+            "W2/P1",
+            "W2 durable appends: batpak events/s / P1 syncs/s",
+            rows.rate_ratio((b.0, "W2"), ("raw", "P1")),
+            true,
+            0.9,
+        ),
+        BudgetLine::new(
+            "W2/P1-p99",
+            "W2 durable appends: batpak p99 / P1 p99",
+            (|| Some(rows.get(b.0, "W2")?.p99_us? / rows.get("raw", "P1")?.p99_us?))(),
+            false,
+            1.5,
+        ),
+        BudgetLine::new(
+            "W3/sqlite",
+            "W3 durable batches of 100: batpak / SQLite events/s",
+            rows.rate_ratio((b.0, "W3"), ("sqlite", "W3")),
+            true,
+            2.5,
+        ),
+        BudgetLine::new(
+            "W4x8/sqlite",
+            "W4 8 threads durable: batpak / SQLite events/s",
+            rows.rate_ratio((b.0, "W4x8"), ("sqlite", "W4x8")),
+            true,
+            5.0,
+        ),
+        BudgetLine::new(
+            "W4x8/W2",
+            "W4 8 threads durable / W2 one thread (group commit)",
+            rows.rate_ratio((b.0, "W4x8"), (b.0, "W2")),
+            true,
+            4.0,
+        ),
+        BudgetLine::new(
+            "W2+W4/durable",
+            "receipts returned before durable_sequence covered them",
+            (|| {
+                let mut total = 0.0;
+                for workload in ["W2", "W4x2", "W4x8"] {
+                    total += rows.extra(b.0, workload, "not_durable_receipts")?;
+                }
+                Some(total)
+            })(),
+            false,
+            0.0,
+        ),
+        BudgetLine::new(
+            "W5/open-clean",
+            "W5 open of 1M events after close, milliseconds",
+            rows.get(b.0, "W5-clean").map(|r| r.seconds_median * 1e3),
+            false,
+            100.0,
+        ),
+        BudgetLine::new(
+            "W5/rss",
+            "W5 peak RSS of the opening process after open, MiB",
+            rows.extra(b.0, "W5-clean", "rss_after_open_bytes")
+                .map(|bytes| bytes / MIB),
+            false,
+            150.0,
+        ),
+        BudgetLine::new(
+            "W5/open-crash",
+            "W5 open of 1M events after a crash, milliseconds",
+            rows.get(b.0, "W5-crash").map(|r| r.seconds_median * 1e3),
+            false,
+            1000.0,
+        ),
+        BudgetLine::new(
+            "W6/sqlite",
+            "W6 entity reads: batpak / SQLite entities/s",
+            rows.rate_ratio((b.0, "W6"), ("sqlite", "W6")),
+            true,
+            1.5,
+        ),
+        BudgetLine::new(
+            "W7/sqlite",
+            "W7 replay of 1M: batpak / SQLite events/s",
+            rows.rate_ratio((b.0, "W7"), ("sqlite", "W7")),
+            true,
+            1.0,
+        ),
+        BudgetLine::new(
+            "disk/sqlite",
+            "W1 bytes on disk per event: batpak / SQLite",
+            (|| Some(rows.bytes_per_event(b.0, "W1")? / rows.bytes_per_event("sqlite", "W1")?))(),
+            false,
+            1.3,
+        ),
+        BudgetLine::new(
+            "memory/index",
+            "index memory per event after opening 1M (stats), bytes",
+            (|| {
+                let index = rows.extra(b.0, "W5-clean", "index_memory_bytes")?;
+                let events = rows.extra(b.0, "W5-clean", "events")?;
+                Some(index / events)
+            })(),
+            false,
+            64.0,
+        ),
+    ];
+    lines.retain(|line| !line.id.is_empty());
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Sample;
+
+    fn row(engine: &str, workload: &str, n: u64, seconds: f64) -> Row {
+        Row::aggregate(
+            engine,
+            workload,
+            n,
+            vec![Sample {
+                seconds,
+                ..Sample::default()
+            }],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn ratios_are_judged_against_their_limits() {
+        let rows = vec![
+            row("batpak", "W1", 100_000, 0.1),
+            row("sqlite", "W1", 100_000, 1.0),
+            row("batpak", "W3", 100_000, 1.0),
+            row("sqlite", "W3", 100_000, 1.0),
+        ];
+        let lines = evaluate(&rows);
+        let find = |id: &str| lines.iter().find(|l| l.id == id).expect("line");
+        assert_eq!(find("W1/sqlite").status, Status::Missed, "10x is below 15x");
+        assert_eq!(find("W3/sqlite").status, Status::Missed);
+        assert_eq!(find("W7/sqlite").status, Status::NotAvailable);
+        let rows = vec![
+            row("batpak", "W1", 100_000, 0.05),
+            row("sqlite", "W1", 100_000, 1.0),
+        ];
+        let lines = evaluate(&rows);
+        let w1 = lines.iter().find(|l| l.id == "W1/sqlite").expect("line");
+        assert_eq!(w1.status, Status::Met);
+        assert_eq!(w1.measured, Some(20.0));
+    }
+
+    #[test]
+    fn upper_bounds_are_met_below_the_limit() {
+        let lines = evaluate(&[row("batpak", "W5-clean", 1, 0.050)]);
+        let open = lines
+            .iter()
+            .find(|l| l.id == "W5/open-clean")
+            .expect("line");
+        assert_eq!(open.status, Status::Met);
+        let lines = evaluate(&[row("batpak", "W5-clean", 1, 0.150)]);
+        let open = lines
+            .iter()
+            .find(|l| l.id == "W5/open-clean")
+            .expect("line");
+        assert_eq!(open.status, Status::Missed);
+    }
+}
