@@ -90,4 +90,6 @@ mod guide {
     mod migrating {}
     #[doc = include_str!("../guide/src/subscriptions.md")]
     mod subscriptions {}
+    #[doc = include_str!("../guide/src/operations.md")]
+    mod operations {}
 }

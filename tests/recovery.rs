@@ -130,6 +130,21 @@ fn damage_before_valid_data_is_a_typed_error_naming_file_and_offset() {
     let second_len = u32::from_le_bytes(bytes[second..second + 4].try_into().unwrap()) as usize + 8;
     bytes[second + second_len - 3] ^= 0x55;
     fs::write(&segment, &bytes).unwrap();
+    // With the index checkpoint written at close, open trusts it for the
+    // bytes it covers: the damage is found by the read that touches it.
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert!(matches!(
+            store.get_by_sequence(1),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(
+            store.get_by_sequence(2).unwrap().unwrap().header.sequence,
+            2
+        );
+    }
+    // Without derived files, open scans and refuses.
+    fs::remove_dir_all(dir.path().join("checkpoints")).unwrap();
     match Store::open(StoreConfig::new(dir.path())) {
         Err(StoreError::Corrupt {
             file,

@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     /// Set when relaxed appends reach half the cadence: the background thread
     /// syncs early, so the appender that reaches the full cadence rarely waits.
     pub(crate) sync_requested: AtomicBool,
+    /// Footers and checkpoints (see `checkpoint.rs`).
+    pub(crate) maintenance: super::checkpoint::Maintenance,
 }
 
 pub(crate) fn pack_position(segment: u32, offset: u64) -> u64 {

@@ -11,6 +11,11 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::region::EntityFilter;
+
+// Index images (segment footers and checkpoints): their format and how they
+// load into the index. Kept in its own file, owned by the operations work.
+#[path = "footer.rs"]
+pub(crate) mod footer;
 use crate::{Coordinate, EventHash, EventId, EventKind, Region};
 
 /// A fast, randomly seeded hasher for the write path's name lookups.

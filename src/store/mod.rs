@@ -5,6 +5,7 @@
 //! `read` (reads and iterators), `index` (the in-memory index) and `log`
 //! (the on-disk format and the I/O seam).
 
+mod checkpoint;
 pub(crate) mod codec;
 mod config;
 pub(crate) mod engine;
@@ -15,8 +16,10 @@ mod open;
 mod options;
 mod read;
 mod report;
+mod snapshot;
 mod verify;
 
+pub use checkpoint::{IgnoredFile, CHECKPOINT_EVERY, CHECKPOINT_EVERY_EVENTS};
 pub use config::{RecoveryMode, StoreConfig, SyncMode, PAYLOAD_MAX_BYTES_LIMIT};
 pub use error::StoreError;
 pub use options::{
@@ -25,6 +28,7 @@ pub use options::{
 };
 pub use read::{EventIter, RawPayload, TypedEventIter};
 pub use report::{EntityInfo, IndexSource, OpenReport, Page, StoreStats, TailCut};
+pub use snapshot::SnapshotReport;
 pub use verify::{
     verify_dir, verify_dir_with_progress, Damage, DamageKind, VerifyProgress, VerifyReport,
 };
@@ -535,6 +539,7 @@ impl Store {
             return Ok(());
         }
         self.inner.stop_flusher();
+        self.inner.stop_maintenance();
         let synced = if self.inner.read_only {
             Ok(())
         } else {
@@ -544,7 +549,18 @@ impl Store {
                 None => self.sync(),
             }
         };
-        self.inner.closed.store(true, Ordering::Release);
+        if synced.is_ok() && !self.inner.read_only {
+            // Derived data: a failure only means the next open scans more.
+            if let Err(error) = self.inner.maintain(true) {
+                tracing::warn!(%error, "final index checkpoint failed; the next open scans more");
+            }
+        }
+        {
+            // Under the publish lock, so a waiter cannot check `closed`, miss
+            // this store, and then sleep through the wake-up below.
+            let _publish = self.inner.publish.lock();
+            self.inner.closed.store(true, Ordering::Release);
+        }
         self.inner.published.notify_all();
         if let Some(lock) = self.inner.lock_file.lock().take() {
             let _ = lock.unlock();

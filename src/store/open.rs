@@ -1,7 +1,7 @@
 //! Opening a store: lock, scan the log, rebuild the index, cut a torn tail.
 //! Also the read-only refresh, which continues the same scan.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use super::checkpoint::{clean_catalog, load_image, Catalog, ImageOutcome, Maintenance};
 use super::engine::{create_segment, pack_position, Active, Inner, SyncState, Tail, Writer};
 use super::index::{Index, NewEntry};
 use super::log::frame::{SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES};
@@ -72,9 +73,11 @@ pub(crate) fn open(
         repaired: None,
         removed_files: Vec::new(),
         foreign_files: Vec::new(),
+        ignored_files: Vec::new(),
     };
+    let mut images = ImageOutcome::default();
     let recovered = loop {
-        match recover(&config, io.as_ref(), read_only, &mut report)? {
+        match recover(&config, io.as_ref(), read_only, &mut report, &mut images)? {
             Pass::Done(recovered) => break recovered,
             Pass::Again => continue,
         }
@@ -87,7 +90,15 @@ pub(crate) fn open(
     let next_sequence = index.next_sequence();
     if next_sequence == 0 && last.is_none() {
         report.index_source = IndexSource::Empty;
+    } else if images.images > 0 {
+        report.index_source = IndexSource::Checkpoint {
+            restored_events: images.restored_events,
+            scanned_events: next_sequence.saturating_sub(images.restored_events),
+            images: images.images,
+        };
     }
+    report.ignored_files = std::mem::take(&mut images.ignored);
+    let maintenance = Maintenance::new(&mut images, last.as_ref().map(|(id, ..)| *id));
     report.events = next_sequence;
     let ids = IdGenerator::after(index.last_id());
     let tail = last.as_ref().map_or(
@@ -147,6 +158,7 @@ pub(crate) fn open(
         flusher: Mutex::new(None),
         flusher_stop: Mutex::new(false),
         flusher_wake: Condvar::new(),
+        maintenance,
         feeds: crate::feed::FeedState::default(),
         sync_requested: AtomicBool::new(false),
         config,
@@ -168,6 +180,7 @@ pub(crate) fn open(
     // mutating through it.
     let inner = finish_report(inner, segments, elapsed);
     inner.start_flusher();
+    inner.start_maintenance();
     tracing::info!(
         dir = %inner.config.dir.display(),
         events = inner.open_report.events,
@@ -252,11 +265,19 @@ fn recover(
     io: &dyn StorageIo,
     read_only: bool,
     report: &mut OpenReport,
+    images: &mut ImageOutcome,
 ) -> Result<Pass, StoreError> {
     let dir = &config.dir;
     let listing = list_dir(dir).map_err(|e| StoreError::io("list", dir, e))?;
     report.foreign_files = listing.foreign.clone();
+    let catalog = Catalog::list(dir);
+    *images = ImageOutcome::default();
     let mut index = Index::default();
+    if config.recovery_mode != RecoveryMode::Repair {
+        if let Some(events) = catalog.planned_events(io, &listing.segments) {
+            index.reserve_events(events);
+        }
+    }
     let mut readers = BTreeMap::new();
     let mut last = None;
     let count = listing.segments.len();
@@ -269,10 +290,17 @@ fn recover(
         let file = io
             .open_file(path, !read_only)
             .map_err(|e| StoreError::io("open", path, e))?;
-        let bytes = read_whole(file.as_ref(), path)?;
-        let header = match SegmentHeader::decode(&bytes) {
+        let segment_len = file.len().map_err(|e| StoreError::io("stat", path, e))?;
+        let head = read_range(
+            file.as_ref(),
+            path,
+            0,
+            segment_len.min(SEGMENT_HEADER_BYTES as u64),
+        )?;
+        let header = match SegmentHeader::decode(&head) {
             Ok(header) => header,
             Err(reason) => {
+                let bytes = read_range(file.as_ref(), path, 0, segment_len)?;
                 if is_last && !valid_frame_after(&bytes, 0) {
                     // A crash while the segment was being created.
                     if !read_only {
@@ -309,10 +337,30 @@ fn recover(
                 config, io, read_only, report, path, &file, 0, 24, reason, &later,
             );
         }
-        let end = scan_frames(&bytes, SEGMENT_HEADER_BYTES, expected, compacted, |unit| {
-            index_unit(&mut index, *id, 0, unit)
+        // A footer or checkpoint that checks out replaces the scan of the
+        // bytes it covers; only what follows its watermark is read. Those
+        // frames are checksummed on every read and by `verify()`, not here.
+        // Repair wants to find damage, so it always scans everything.
+        let start = if config.recovery_mode == RecoveryMode::Repair {
+            None
+        } else {
+            load_image(
+                io,
+                &catalog,
+                &header,
+                *id,
+                segment_len,
+                file.as_ref(),
+                &mut index,
+                images,
+            )
+        }
+        .unwrap_or(SEGMENT_HEADER_BYTES as u64);
+        let tail = read_range(file.as_ref(), path, start, segment_len)?;
+        let end = scan_frames(&tail, 0, index.next_sequence(), compacted, |unit| {
+            index_unit(&mut index, *id, start, unit)
         });
-        let mut end_offset = bytes.len() as u64;
+        let mut end_offset = segment_len;
         if let ScanEnd::Damaged {
             cut_offset,
             offset,
@@ -320,9 +368,10 @@ fn recover(
             valid_frame_after,
         } = end
         {
+            let (cut_offset, offset) = (start + cut_offset, start + offset);
             if is_last && !valid_frame_after {
                 end_offset = cut_offset;
-                let dropped_bytes = bytes.len() as u64 - cut_offset;
+                let dropped_bytes = segment_len - cut_offset;
                 if !read_only {
                     file.set_len(cut_offset)
                         .and_then(|()| file.sync(config.sync_mode))
@@ -353,11 +402,35 @@ fn recover(
             last = Some((*id, path.clone(), (!read_only).then_some(file), end_offset));
         }
     }
+    if !read_only {
+        let ids: BTreeSet<u32> = readers.keys().copied().collect();
+        clean_catalog(io, &catalog, &ids);
+    }
     Ok(Pass::Done(Box::new(Recovered {
         index,
         readers,
         last,
     })))
+}
+
+/// Reads bytes `[from, to)` of a file (empty if `from >= to`).
+fn read_range(
+    file: &dyn StorageFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u8>, StoreError> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    let len = usize::try_from(to - from)
+        .map_err(|_| StoreError::corrupt(path, from, "segment too large"))?;
+    let mut bytes = vec![0u8; len];
+    let got = file
+        .read_at(&mut bytes, from)
+        .map_err(|e| StoreError::io("read", path, e))?;
+    bytes.truncate(got);
+    Ok(bytes)
 }
 
 /// Damage that is not a torn tail: a typed error, or with

@@ -14,6 +14,16 @@ pub enum IndexSource {
     Empty,
     /// A full scan of every segment.
     Scan,
+    /// Segment footers and checkpoints restored most of the index; only the
+    /// log after them was scanned.
+    Checkpoint {
+        /// Events restored from footers and checkpoints.
+        restored_events: u64,
+        /// Events found by scanning the log after them.
+        scanned_events: u64,
+        /// Footer and checkpoint files used.
+        images: u32,
+    },
 }
 
 /// A torn or damaged tail that open cut back (or, read-only, ignored).
@@ -50,6 +60,9 @@ pub struct OpenReport {
     pub removed_files: Vec<PathBuf>,
     /// Files in the store directory that batpak does not own; left alone.
     pub foreign_files: Vec<PathBuf>,
+    /// Footers or checkpoints that failed a check and were ignored (the log
+    /// was scanned instead; they are rewritten).
+    pub ignored_files: Vec<crate::store::IgnoredFile>,
 }
 
 /// A snapshot of the store's counters.

@@ -1,0 +1,55 @@
+//! One module per subcommand.
+
+pub mod compact;
+pub mod entities;
+pub mod events;
+pub mod export;
+pub mod import;
+pub mod info;
+pub mod repair;
+pub mod show;
+pub mod snapshot;
+pub mod tail;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use batpak::{Store, StoreConfig};
+
+use crate::error::{CliError, CliResult};
+
+/// What every command gets from the global arguments.
+#[derive(Debug)]
+pub struct Context {
+    /// The store directory.
+    pub store: PathBuf,
+    /// `--json`: machine-readable output.
+    pub json: bool,
+    /// Progress bars allowed (still only drawn on a terminal).
+    pub progress: bool,
+}
+
+impl Context {
+    /// The store configuration for this directory.
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig::new(&self.store)
+    }
+
+    /// Opens the store read-only (works beside a running writer).
+    pub fn open_read_only(&self) -> CliResult<Store> {
+        self.require_directory()?;
+        Ok(Store::open_read_only(self.config())?)
+    }
+
+    /// Fails with a clear message if the store directory does not exist.
+    pub fn require_directory(&self) -> CliResult {
+        if self.store.is_dir() {
+            Ok(())
+        } else {
+            Err(CliError::Failed(format!(
+                "no store at {}: the directory does not exist",
+                self.store.display()
+            )))
+        }
+    }
+}
