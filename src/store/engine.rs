@@ -726,9 +726,19 @@ impl Inner {
             if let Some(entry) = index.entry_any(durable_next) {
                 if entry.segment == active.id {
                     let cut = u64::from(entry.offset);
+                    // If the truncation itself fails, overwrite the failed
+                    // tail with zeros instead: recovery reads zeros as a torn
+                    // tail and cuts them, so the failed frames can never
+                    // come back as events (no undead events).
+                    let end = active.written.max(cut);
                     let cut_ok = active
                         .file
                         .set_len(cut)
+                        .or_else(|error| {
+                            tracing::error!(%error, "could not truncate the failed tail; zeroing it");
+                            let zeros = vec![0u8; usize::try_from(end - cut).unwrap_or(0)];
+                            active.file.write_all_at(&zeros, cut)
+                        })
                         .and_then(|()| active.file.sync(self.config.sync_mode));
                     match cut_ok {
                         Ok(()) => active.written = cut,

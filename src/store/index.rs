@@ -198,6 +198,15 @@ impl Index {
         state.sequences.push(new.sequence);
         state.clock = new.clock;
         state.last_hash = new.hash;
+        // Grow the per-event columns by an eighth, not by doubling: doubling
+        // would leave up to half of a large index unused (and over the
+        // 64-bytes-per-event budget). Large reallocations are remapped by the
+        // allocator, so growing often stays cheap.
+        if self.entries.len() == self.entries.capacity() {
+            let more = (self.entries.len() / 8).max(1024);
+            self.entries.reserve_exact(more);
+            self.ids.reserve_exact(more);
+        }
         self.entries.push(Entry {
             segment: new.segment,
             offset: new.offset,

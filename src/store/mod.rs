@@ -251,6 +251,11 @@ impl Store {
         if self.inner.read_only {
             return Ok(());
         }
+        // A poisoned store cut acknowledged but unsynced events back: never
+        // tell the caller that everything acknowledged is durable.
+        if let Some(reason) = self.inner.writer.lock().poisoned.clone() {
+            return Err(StoreError::Poisoned { reason });
+        }
         let written = self.inner.index.read().next_sequence();
         self.inner.sync_through(written)
     }

@@ -130,7 +130,10 @@ carried over to the new ids.")]
     /// Write a consistent copy of the store to DEST, which opens as a store.
     #[command(after_help = "\
 Examples:
-  batpak --store ./data snapshot ./backup-2026-11-26")]
+  batpak --store ./data snapshot ./backup-2026-11-26
+
+Needs the store's writer lock: run it while no other process writes the
+store (a running program calls Store::snapshot itself for online backups).")]
     Snapshot(SnapshotArgs),
 
     /// Reclaim space under the store's retention policy.

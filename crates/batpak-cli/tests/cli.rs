@@ -195,7 +195,7 @@ fn info_reports_counts_as_json_and_as_a_table() {
     assert_eq!(info["durable_sequence"], SAMPLE_EVENTS - 1);
     assert!(info["segments"].as_u64().unwrap() >= 1);
     assert!(info["segment_bytes"].as_u64().unwrap() > 0);
-    assert_eq!(info["open_report"]["index_source"], "Scan");
+    assert_ne!(info["open_report"]["index_source"], "Empty");
     assert_eq!(info["poisoned"], false);
 
     batpak(sample.path())
@@ -816,8 +816,10 @@ fn a_corrupted_store_fails_with_exit_code_1_naming_file_and_offset() {
     let sample = sample_store();
     let (segment, _) = corrupt_event_two(sample.path());
     let name = segment.file_name().unwrap().to_string_lossy().to_string();
+    // Open may trust an index image and not read every frame; every command
+    // that reads the damaged event stops there.
     for command in [
-        vec!["info"],
+        vec!["show", "2"],
         vec!["events"],
         vec!["export"],
         vec!["tail", "--no-follow"],
@@ -920,7 +922,6 @@ fn verify_on_a_corrupted_copy_exits_1_and_names_the_place() {
     let name = segment.file_name().unwrap().to_string_lossy().to_string();
     let report = verify_json(sample.path(), 1);
     assert_eq!(report["clean"], false);
-    assert_eq!(report["opened"], false);
     let first = &report["damage"][0];
     assert!(first["file"].as_str().unwrap().ends_with(&name), "{first}");
     let offset = first["offset"].as_u64().unwrap();
@@ -937,22 +938,57 @@ fn verify_on_a_corrupted_copy_exits_1_and_names_the_place() {
         .stderr(predicate::str::contains(format!("at offset {offset}")));
 }
 
-// ---- engine features not in this build ---------------------------------------
+// ---- snapshot, compact ---------------------------------------------------------
 
 #[test]
-fn snapshot_and_compact_say_they_are_unavailable() {
+fn snapshot_writes_a_copy_that_opens_and_verifies() {
     let sample = sample_store();
-    let dest = sample.path().join("..").join("snapshot-dest");
-    for args in [
-        vec!["snapshot".to_string(), dest.display().to_string()],
-        vec!["compact".to_string()],
-    ] {
-        batpak(sample.path())
-            .args(&args)
-            .assert()
-            .code(3)
-            .stderr(predicate::str::contains("not available in this build"));
-    }
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("backup");
+    let output = batpak(sample.path())
+        .arg("--json")
+        .arg("snapshot")
+        .arg(&dest)
+        .assert()
+        .success();
+    let report = json_of(&output.get_output().stdout);
+    assert_eq!(report["events"], SAMPLE_EVENTS);
+    assert_eq!(report["snapshot"]["next_sequence"], SAMPLE_EVENTS);
+    assert!(report["snapshot"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(verify_json(&dest, 0)["events"], SAMPLE_EVENTS);
+    assert_eq!(read_all(&dest), read_all(sample.path()));
+
+    // The destination must be new or empty.
+    batpak(sample.path())
+        .arg("snapshot")
+        .arg(&dest)
+        .assert()
+        .code(3);
+    // The engine snapshots through the writable handle: not beside a writer.
+    let writer = Store::open(StoreConfig::new(sample.path())).unwrap();
+    batpak(sample.path())
+        .arg("snapshot")
+        .arg(work.path().join("second"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("locked by another writer"));
+    writer.close().unwrap();
+    batpak(sample.path())
+        .arg("snapshot")
+        .arg(work.path().join("second"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("snapshot of 12 events"));
+}
+
+#[test]
+fn compact_says_it_is_unavailable() {
+    let sample = sample_store();
+    batpak(sample.path())
+        .arg("compact")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("not available in this build"));
 }
 
 // ---- usage ----------------------------------------------------------------

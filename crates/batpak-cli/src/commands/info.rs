@@ -44,8 +44,13 @@ pub fn run(context: &Context) -> CliResult {
     let source = match &report.index_source {
         IndexSource::Empty => "new empty store".to_string(),
         IndexSource::Scan => format!("full scan of {} segment(s)", report.segments),
-        #[allow(unreachable_patterns)]
-        other => format!("{other:?} ({} segment(s))", report.segments),
+        IndexSource::Checkpoint {
+            restored_events,
+            scanned_events,
+            images,
+        } => format!(
+            "{images} index image(s) restored {restored_events} events, {scanned_events} scanned after them"
+        ),
     };
     out.line(field(
         "opened",
@@ -59,6 +64,12 @@ pub fn run(context: &Context) -> CliResult {
     out.line(field("repaired", describe_cut(report.repaired.as_ref())))?;
     for file in &report.removed_files {
         out.line(field("removed file", file.display().to_string()))?;
+    }
+    for ignored in &report.ignored_files {
+        out.line(field(
+            "ignored image",
+            format!("{}: {}", ignored.file.display(), ignored.reason),
+        ))?;
     }
     for file in &report.foreign_files {
         out.line(field("foreign file", file.display().to_string()))?;

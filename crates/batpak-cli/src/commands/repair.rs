@@ -1,10 +1,13 @@
-//! `batpak repair`: find damage with a strict read-only open, say what a
-//! repair would drop, and only after confirmation reopen with
-//! [`RecoveryMode::Repair`], which cuts the log at the damage.
+//! `batpak repair`: find damage (a strict read-only open, then a full
+//! verify, since an open that restores its index from images does not read
+//! every frame), say what a repair would drop, and only after confirmation
+//! reopen with [`RecoveryMode::Repair`], which scans the log and cuts it at
+//! the damage.
 
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use batpak::store::DamageKind;
 use batpak::{RecoveryMode, Store, StoreError};
 use serde::Serialize;
 use serde_json::json;
@@ -33,23 +36,26 @@ pub fn run(context: &Context, args: &RepairArgs) -> CliResult {
     context.require_directory()?;
     let mut out = Out::stdout();
     let damage = match Store::open_read_only(context.config()) {
-        Ok(store) => {
-            let torn_tail = store.open_report().torn_tail.clone();
-            if context.json {
-                out.json_pretty(
-                    &json!({ "damage": null, "torn_tail": torn_tail, "repaired": null }),
-                )?;
-            } else {
-                out.line("no damage found; nothing to repair")?;
-                if torn_tail.is_some() {
-                    out.line(format!(
+        Ok(store) => match first_damage(&store)? {
+            Some(damage) => damage,
+            None => {
+                let torn_tail = store.open_report().torn_tail.clone();
+                if context.json {
+                    out.json_pretty(
+                        &json!({ "damage": null, "torn_tail": torn_tail, "repaired": null }),
+                    )?;
+                } else {
+                    out.line("no damage found; nothing to repair")?;
+                    if torn_tail.is_some() {
+                        out.line(format!(
                         "torn tail (an interrupted last write; the next writable open cuts it): {}",
                         describe_cut(torn_tail.as_ref())
                     ))?;
+                    }
                 }
+                return out.flush();
             }
-            return out.flush();
-        }
+        },
         Err(StoreError::Corrupt {
             file,
             offset,
@@ -74,6 +80,7 @@ pub fn run(context: &Context, args: &RepairArgs) -> CliResult {
     let store = Store::open(context.config().with_recovery_mode(RecoveryMode::Repair))?;
     let repaired = store.open_report().repaired.clone();
     let events_kept = store.next_sequence();
+    let remaining = store.verify()?;
     store.close()?;
     if context.json {
         out.json_pretty(&json!({
@@ -85,7 +92,28 @@ pub fn run(context: &Context, args: &RepairArgs) -> CliResult {
         out.line(format!("repaired: {}", describe_cut(repaired.as_ref())))?;
         out.line(format!("{events_kept} events remain"))?;
     }
-    out.flush()
+    out.flush()?;
+    match remaining.damage.iter().find(|d| d.kind != DamageKind::TornTail) {
+        None => Ok(()),
+        Some(left) => Err(CliError::CheckFailed(format!(
+            "damage remains after repair ({:?} at {} offset {}: {}); repair only cuts frames that fail their checks, see `batpak verify`",
+            left.kind,
+            left.file.display(),
+            left.offset,
+            left.detail
+        ))),
+    }
+}
+
+/// The first damage a full verify of an open store finds; a torn tail is
+/// not damage (the next writable open cuts it).
+fn first_damage(store: &Store) -> CliResult<Option<Damage>> {
+    let report = store.verify()?;
+    Ok(report
+        .damage
+        .into_iter()
+        .find(|d| d.kind != DamageKind::TornTail)
+        .map(|d| measure(d.file, d.offset, format!("{:?}: {}", d.kind, d.detail))))
 }
 
 fn measure(file: PathBuf, offset: u64, reason: String) -> Damage {

@@ -1,0 +1,299 @@
+//! Shared by the chaos campaigns: a ledger of what the store told the caller,
+//! and the invariant check a reopened store (or crash image) must pass.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use batpak::prelude::*;
+use serde_json::json;
+
+/// Reads a numeric setting from the environment (long campaigns), or a default.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What the store said about one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Acknowledged and known durable: must survive anything.
+    Durable,
+    /// Acknowledged, not yet known durable: may be lost to a power loss or to
+    /// a failed sync, never reordered or changed.
+    Relaxed,
+    /// The call returned an error: must never appear.
+    Failed,
+    /// The call was interrupted by a crash (nobody saw its result): may or may
+    /// not appear, but whole.
+    Maybe,
+}
+
+/// One event the test tried to write.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub tag: u64,
+    pub entity: String,
+    /// The atomic unit (a single append or a batch) it belonged to.
+    pub unit: u64,
+    pub status: Status,
+    /// The sequence the receipt gave, if acknowledged.
+    pub sequence: Option<u64>,
+}
+
+/// Everything the test tried to write, in call order.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    pub entries: Vec<Entry>,
+    next_tag: u64,
+    next_unit: u64,
+}
+
+pub const KIND: EventKind = EventKind::custom(7, 1);
+
+pub fn coord(entity: &str) -> Coordinate {
+    Coordinate::new(entity, "chaos").expect("valid coordinate")
+}
+
+/// A payload carrying the tag, padded so stores grow several segments.
+pub fn payload(tag: u64, pad: usize) -> serde_json::Value {
+    json!({"tag": tag, "pad": "x".repeat(pad)})
+}
+
+impl Ledger {
+    pub fn tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    pub fn unit(&mut self) -> u64 {
+        self.next_unit += 1;
+        self.next_unit
+    }
+
+    /// Records the outcome of one unit: `receipts` on success, else `failed`
+    /// (an error) or `crashed` (an error caused by a simulated crash).
+    pub fn record(
+        &mut self,
+        unit: u64,
+        items: &[(u64, String)],
+        result: Result<Vec<AppendReceipt>, &StoreError>,
+        durable: bool,
+        crashed: bool,
+    ) {
+        match result {
+            Ok(receipts) => {
+                assert_eq!(receipts.len(), items.len(), "one receipt per item");
+                for ((tag, entity), receipt) in items.iter().zip(receipts) {
+                    self.entries.push(Entry {
+                        tag: *tag,
+                        entity: entity.clone(),
+                        unit,
+                        status: if durable {
+                            Status::Durable
+                        } else {
+                            Status::Relaxed
+                        },
+                        sequence: Some(receipt.sequence),
+                    });
+                }
+            }
+            Err(_) => {
+                for (tag, entity) in items {
+                    self.entries.push(Entry {
+                        tag: *tag,
+                        entity: entity.clone(),
+                        unit,
+                        status: if crashed {
+                            Status::Maybe
+                        } else {
+                            Status::Failed
+                        },
+                        sequence: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Everything acknowledged with a sequence below `durable_next` is durable
+    /// (what `Store::durable_sequence` or a successful sync/close promised).
+    pub fn durable_below(&mut self, durable_next: u64) {
+        for entry in &mut self.entries {
+            if entry.status == Status::Relaxed && entry.sequence.is_some_and(|s| s < durable_next) {
+                entry.status = Status::Durable;
+            }
+        }
+    }
+
+    /// Every acknowledged event is durable (after a successful close or sync).
+    pub fn all_durable(&mut self) {
+        for entry in &mut self.entries {
+            if entry.status == Status::Relaxed {
+                entry.status = Status::Durable;
+            }
+        }
+    }
+
+    /// Call-time errors (interrupted by a crash) become "maybe".
+    pub fn failures_maybe(&mut self) {
+        for entry in &mut self.entries {
+            if entry.status == Status::Failed {
+                entry.status = Status::Maybe;
+            }
+        }
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.entries.iter().filter(|e| e.status == status).count()
+    }
+}
+
+/// Checks an opened store against the ledger: gapless sequences; every event
+/// is one the test wrote, whole and unchanged; every durable event present at
+/// its receipt's sequence; relaxed events present unless `relaxed_may_be_lost`
+/// (and then only lost as a suffix); failed events absent; atomic units whole;
+/// clocks counting up; `verify()` clean. Returns the number of events.
+pub fn check_store(
+    store: &Store,
+    ledger: &Ledger,
+    relaxed_may_be_lost: bool,
+) -> Result<u64, String> {
+    let events: Vec<StoredEvent> = store
+        .query(&Region::all())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reading the store failed: {e}"))?;
+    let by_tag: HashMap<u64, &Entry> = ledger.entries.iter().map(|e| (e.tag, e)).collect();
+    let mut present: HashMap<u64, u64> = HashMap::new();
+    let mut clocks: HashMap<String, u64> = HashMap::new();
+    let mut last_position = None;
+    for (position, event) in events.iter().enumerate() {
+        if event.header.sequence != position as u64 {
+            return Err(format!(
+                "sequence gap: event {position} has sequence {}",
+                event.header.sequence
+            ));
+        }
+        let Some(tag) = event.payload["tag"].as_u64() else {
+            return Err(format!("event {position} has no tag: {}", event.payload));
+        };
+        let Some(entry) = by_tag.get(&tag) else {
+            return Err(format!("event {position} has unknown tag {tag}"));
+        };
+        match entry.status {
+            Status::Failed => {
+                return Err(format!(
+                    "tag {tag} (unit {}) failed but is present at sequence {position}",
+                    entry.unit
+                ))
+            }
+            Status::Durable | Status::Relaxed => {
+                if entry.sequence != Some(position as u64) {
+                    return Err(format!(
+                        "tag {tag} acknowledged at {:?} but found at {position}",
+                        entry.sequence
+                    ));
+                }
+            }
+            Status::Maybe => {}
+        }
+        if event.coordinate.entity() != entry.entity {
+            return Err(format!("tag {tag} is on the wrong entity"));
+        }
+        let ledger_position = ledger
+            .entries
+            .iter()
+            .position(|e| e.tag == tag)
+            .unwrap_or(0);
+        if last_position.is_some_and(|last| ledger_position <= last) {
+            return Err(format!("tag {tag} is out of order"));
+        }
+        last_position = Some(ledger_position);
+        if present.insert(tag, position as u64).is_some() {
+            return Err(format!("tag {tag} appears twice"));
+        }
+        let clock = clocks.entry(entry.entity.clone()).or_insert(0);
+        *clock += 1;
+        if event.header.clock != *clock {
+            return Err(format!(
+                "tag {tag}: entity {} clock {} after {}",
+                entry.entity,
+                event.header.clock,
+                *clock - 1
+            ));
+        }
+    }
+    let mut lost_relaxed_below = None;
+    for entry in &ledger.entries {
+        let here = present.contains_key(&entry.tag);
+        match entry.status {
+            Status::Durable if !here => {
+                return Err(format!(
+                    "durable tag {} (sequence {:?}, unit {}) is missing",
+                    entry.tag, entry.sequence, entry.unit
+                ))
+            }
+            Status::Relaxed if !here && !relaxed_may_be_lost => {
+                return Err(format!(
+                    "acknowledged tag {} (sequence {:?}) is missing",
+                    entry.tag, entry.sequence
+                ))
+            }
+            Status::Relaxed if !here => {
+                let sequence = entry.sequence.unwrap_or(0);
+                lost_relaxed_below =
+                    Some(lost_relaxed_below.map_or(sequence, |s: u64| s.min(sequence)));
+            }
+            _ => {}
+        }
+    }
+    if let Some(lost) = lost_relaxed_below {
+        if (events.len() as u64) > lost {
+            return Err(format!(
+                "relaxed event at sequence {lost} lost but later events survived"
+            ));
+        }
+    }
+    // Atomic units are whole or absent.
+    let mut units: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    for entry in &ledger.entries {
+        let slot = units.entry(entry.unit).or_insert((0, 0));
+        slot.0 += 1;
+        if present.contains_key(&entry.tag) {
+            slot.1 += 1;
+        }
+    }
+    for (unit, (items, here)) in units {
+        if here != 0 && here != items {
+            return Err(format!("unit {unit} is partial: {here} of {items} items"));
+        }
+    }
+    let report = store
+        .verify()
+        .map_err(|e| format!("verify could not run: {e}"))?;
+    if !report.is_clean() {
+        return Err(format!("verify found damage: {:?}", report.damage));
+    }
+    Ok(events.len() as u64)
+}
+
+/// Opens `dir` without faults, checks it against the ledger, appends one more
+/// event (the store must be usable), and closes it.
+pub fn reopen_and_check(
+    dir: &Path,
+    config: impl Fn(&Path) -> StoreConfig,
+    ledger: &Ledger,
+    relaxed_may_be_lost: bool,
+) -> Result<u64, String> {
+    let store = Store::open(config(dir)).map_err(|e| format!("reopen failed: {e}"))?;
+    let count = check_store(&store, ledger, relaxed_may_be_lost)?;
+    store
+        .append(&coord("after"), KIND, &json!({"tag": 0}))
+        .map_err(|e| format!("append after reopen failed: {e}"))?;
+    store
+        .close()
+        .map_err(|e| format!("close after reopen failed: {e}"))?;
+    Ok(count)
+}
