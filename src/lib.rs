@@ -70,6 +70,24 @@ mod guide {
     mod gates {}
     #[doc = include_str!("../guide/src/typestate.md")]
     mod typestate {}
+    #[doc = include_str!("../guide/src/introduction.md")]
+    mod introduction {}
+    #[doc = include_str!("../guide/src/quickstart.md")]
+    mod quickstart {}
+    #[doc = include_str!("../guide/src/appending-and-durability.md")]
+    mod appending_and_durability {}
+    #[doc = include_str!("../guide/src/batches.md")]
+    mod batches {}
+    #[doc = include_str!("../guide/src/concurrency-and-idempotency.md")]
+    mod concurrency_and_idempotency {}
+    #[doc = include_str!("../guide/src/reading-and-regions.md")]
+    mod reading_and_regions {}
+    #[doc = include_str!("../guide/src/integrity.md")]
+    mod integrity {}
+    #[doc = include_str!("../guide/src/tuning.md")]
+    mod tuning {}
+    #[doc = include_str!("../guide/src/migrating.md")]
+    mod migrating {}
     #[doc = include_str!("../guide/src/subscriptions.md")]
     mod subscriptions {}
     #[doc = include_str!("../guide/src/operations.md")]
