@@ -46,12 +46,41 @@ pub(crate) struct Active {
     pub(crate) written: u64,
     /// Encoded frames not yet handed to the operating system.
     pub(crate) pending: Vec<u8>,
+    /// File length: bytes past `written` up to here are zeros written ahead
+    /// of the log and synced, so that appending syncs rewrite allocated
+    /// blocks instead of growing the file (a sync that must also persist a
+    /// new file size costs up to twice as much).
+    pub(crate) allocated: u64,
 }
 
 impl Active {
     fn end(&self) -> u64 {
         self.written + self.pending.len() as u64
     }
+}
+
+/// How far ahead of the log zeros are written: 4 MiB, or one segment if
+/// segments are smaller.
+fn preallocation_step(segment_max_bytes: u64) -> u64 {
+    segment_max_bytes.clamp(SEGMENT_HEADER_BYTES as u64, 4 * 1024 * 1024)
+}
+
+/// Writes zeros from `from` up to `to` and syncs them (and the new length).
+fn write_zeros(
+    file: &dyn StorageFile,
+    from: u64,
+    to: u64,
+    mode: crate::SyncMode,
+) -> std::io::Result<()> {
+    const CHUNK: usize = 1024 * 1024;
+    let zeros = vec![0u8; CHUNK.min(usize::try_from(to - from).unwrap_or(CHUNK))];
+    let mut at = from;
+    while at < to {
+        let len = zeros.len().min(usize::try_from(to - at).unwrap_or(CHUNK));
+        file.write_all_at(&zeros[..len], at)?;
+        at += len as u64;
+    }
+    file.sync(mode)
 }
 
 /// Where a read-only store's scan of the log stopped.
@@ -528,6 +557,22 @@ impl Inner {
         if active.pending.is_empty() {
             return Ok(());
         }
+        let end = active.end();
+        if end > active.allocated {
+            let step = preallocation_step(self.config.segment_max_bytes);
+            let target = end.max(active.allocated + step);
+            if let Err(source) = write_zeros(
+                active.file.as_ref(),
+                active.allocated,
+                target,
+                self.config.sync_mode,
+            ) {
+                let error = StoreError::io("preallocate", active.path.clone(), source);
+                self.fail(writer, error.to_string());
+                return Err(error);
+            }
+            active.allocated = target;
+        }
         match active.file.write_all_at(&active.pending, active.written) {
             Ok(()) => {
                 active.written += active.pending.len() as u64;
@@ -661,7 +706,13 @@ impl Inner {
         };
         let old_id = active.id;
         let old_path = active.path.clone();
-        if let Err(source) = active.file.sync(self.config.sync_mode) {
+        // A sealed segment ends exactly at its last frame.
+        let trimmed = if active.allocated > active.written {
+            active.file.set_len(active.written)
+        } else {
+            Ok(())
+        };
+        if let Err(source) = trimmed.and_then(|()| active.file.sync(self.config.sync_mode)) {
             let error = StoreError::io("sync", old_path, source);
             self.fail(writer, error.to_string());
             return Err(error);
@@ -741,7 +792,10 @@ impl Inner {
                         })
                         .and_then(|()| active.file.sync(self.config.sync_mode));
                     match cut_ok {
-                        Ok(()) => active.written = cut,
+                        Ok(()) => {
+                            active.written = cut;
+                            active.allocated = active.allocated.min(cut);
+                        }
                         Err(error) => {
                             tracing::error!(%error, "could not cut the unsynced tail back");
                         }
@@ -873,8 +927,14 @@ pub(crate) fn create_segment(
     };
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| StoreError::io("write", path.clone(), e))?;
-    file.sync(inner.config.sync_mode)
-        .map_err(|e| StoreError::io("sync", path.clone(), e))?;
+    let allocated = preallocation_step(inner.config.segment_max_bytes);
+    write_zeros(
+        file.as_ref(),
+        SEGMENT_HEADER_BYTES as u64,
+        allocated,
+        inner.config.sync_mode,
+    )
+    .map_err(|e| StoreError::io("preallocate", path.clone(), e))?;
     // FSYNC THE DIRECTORY: without it the new file may vanish on power loss.
     inner
         .io
@@ -893,5 +953,32 @@ pub(crate) fn create_segment(
         file,
         written: SEGMENT_HEADER_BYTES as u64,
         pending: Vec::new(),
+        allocated,
     })
+}
+
+impl Inner {
+    /// Cuts the zeros written ahead of the log off the active segment (at
+    /// close), so a closed store's files end at their last frame. Best effort:
+    /// zeros left behind are harmless (open cuts them).
+    pub(crate) fn trim_preallocation(&self) {
+        let mut writer = self.writer.lock();
+        if writer.poisoned.is_some()
+            || !writer.active.as_ref().is_some_and(|a| a.pending.is_empty())
+        {
+            return;
+        }
+        if let Some(active) = writer.active.as_mut() {
+            if active.allocated > active.written {
+                let trimmed = active
+                    .file
+                    .set_len(active.written)
+                    .and_then(|()| active.file.sync(self.config.sync_mode));
+                match trimmed {
+                    Ok(()) => active.allocated = active.written,
+                    Err(error) => tracing::warn!(%error, "could not trim preallocated space"),
+                }
+            }
+        }
+    }
 }

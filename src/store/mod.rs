@@ -481,25 +481,32 @@ impl Store {
                 index.memory_bytes(),
             )
         };
-        let segments = self.inner.segments.read();
-        let segment_bytes: u64 = segments
-            .values()
-            .filter_map(|s| std::fs::metadata(&s.path).ok())
-            .map(|m| m.len())
-            .sum();
-        let (poisoned, pending_bytes) = {
+        let (poisoned, active) = {
             let writer = self.inner.writer.lock();
             (
                 writer.poisoned.is_some(),
-                writer.active.as_ref().map_or(0, |a| a.pending.len() as u64),
+                writer
+                    .active
+                    .as_ref()
+                    .map(|a| (a.id, a.written + a.pending.len() as u64)),
             )
         };
+        let segments = self.inner.segments.read();
+        // Log bytes: the active segment counts up to its last frame, not the
+        // zeros written ahead of it.
+        let segment_bytes: u64 = segments
+            .iter()
+            .map(|(id, s)| match active {
+                Some((active_id, end)) if active_id == *id => end,
+                _ => std::fs::metadata(&s.path).map_or(0, |m| m.len()),
+            })
+            .sum();
         let durable_next = self.inner.durable_next.load(Ordering::Acquire);
         StoreStats {
             events,
             entities,
             segments: segments.len() as u32,
-            segment_bytes: segment_bytes + pending_bytes,
+            segment_bytes,
             next_sequence,
             durable_sequence: durable_next.checked_sub(1),
             unsynced_events: next_sequence.saturating_sub(durable_next),
@@ -554,6 +561,9 @@ impl Store {
                 None => self.sync(),
             }
         };
+        if synced.is_ok() && !self.inner.read_only {
+            self.inner.trim_preallocation();
+        }
         if synced.is_ok() && !self.inner.read_only {
             // Derived data: a failure only means the next open scans more.
             if let Err(error) = self.inner.maintain(true) {

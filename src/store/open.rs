@@ -123,6 +123,7 @@ pub(crate) fn open(
             file,
             written: end,
             pending: Vec::new(),
+            allocated: end,
         });
     }
     let flushed = active

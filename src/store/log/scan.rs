@@ -56,7 +56,14 @@ pub(crate) fn scan_frames<'a>(
             Ok(view) => view,
             Err(FrameError::Zero) if bytes[at..].iter().all(|&b| b == 0) => {
                 if unit.is_empty() {
-                    return ScanEnd::Clean;
+                    // Space written ahead of the log (preallocation) or
+                    // zeroed after a failed write: the log ends here.
+                    return ScanEnd::Damaged {
+                        cut_offset: at as u64,
+                        offset: at as u64,
+                        reason: "unwritten (zero-filled) space after the last frame".into(),
+                        valid_frame_after: false,
+                    };
                 }
                 return damaged(
                     unit_start,
@@ -248,10 +255,21 @@ mod tests {
     }
 
     #[test]
-    fn zero_filled_tail_is_clean_and_sequence_gaps_are_damage() {
+    fn zero_filled_tail_ends_the_log_and_sequence_gaps_are_damage() {
         let mut bytes = frame(0, 0);
+        let end = bytes.len() as u64;
         bytes.extend_from_slice(&[0u8; 100]);
-        assert_eq!(units(&bytes).1, ScanEnd::Clean);
+        match units(&bytes).1 {
+            ScanEnd::Damaged {
+                cut_offset,
+                valid_frame_after,
+                ..
+            } => {
+                assert_eq!(cut_offset, end);
+                assert!(!valid_frame_after);
+            }
+            other => panic!("expected the log to end at the zeros, got {other:?}"),
+        }
         let gap = [frame(0, 0), frame(2, 0)].concat();
         assert!(matches!(units(&gap).1, ScanEnd::Damaged { .. }));
     }
