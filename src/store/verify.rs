@@ -378,35 +378,9 @@ fn check_frame(
     }
     #[cfg(feature = "blake3")]
     {
-        use super::log::frame::{chain_hash, payload_digest, REDACTED};
         match view.hash {
             Some(stored) => {
-                let digest = if view.record_flags & REDACTED != 0 {
-                    let mut digest = [0u8; 32];
-                    if view.payload.len() == 32 {
-                        digest.copy_from_slice(view.payload);
-                    }
-                    digest
-                } else {
-                    payload_digest(view.payload)
-                };
-                let fields = super::log::frame::FrameFields {
-                    sequence: view.sequence,
-                    clock: view.clock,
-                    timestamp_us: view.timestamp_us,
-                    event_id: view.event_id,
-                    batch_remaining: view.batch_remaining,
-                    kind: view.kind,
-                    flags: view.flags,
-                    schema_version: view.schema_version,
-                    correlation_id: view.correlation_id,
-                    causation_id: view.causation_id,
-                    idempotency_key: view.idempotency_key,
-                    entity: view.entity,
-                    scope: view.scope,
-                    payload: view.payload,
-                };
-                let expected = chain_hash(chain.last_hash.as_ref(), &fields, &digest);
+                let expected = view.recompute_link(chain.last_hash.as_ref());
                 state.report.links_checked += 1;
                 // Compacted segments may start an entity mid-chain; its first
                 // kept link cannot be recomputed without the dropped prefix.
@@ -479,7 +453,6 @@ impl Inner {
         sequence: u64,
         previous: Option<&EventHash>,
     ) -> Result<(Option<EventHash>, EventHash), StoreError> {
-        use super::log::frame::{chain_hash, payload_digest, REDACTED};
         use super::log::segment::ReadFrameError;
         let entry = self.index.read().entry(sequence).ok_or_else(|| {
             StoreError::corrupt(self.dir(), sequence, "event vanished during a chain walk")
@@ -499,32 +472,7 @@ impl Inner {
             })?;
         let offset = u64::from(entry.offset);
         let result = reader.with_frame(offset, |bytes| {
-            decode_frame(bytes).map(|view| {
-                let digest = if view.record_flags & REDACTED != 0 && view.payload.len() == 32 {
-                    let mut digest = [0u8; 32];
-                    digest.copy_from_slice(view.payload);
-                    digest
-                } else {
-                    payload_digest(view.payload)
-                };
-                let fields = super::log::frame::FrameFields {
-                    sequence: view.sequence,
-                    clock: view.clock,
-                    timestamp_us: view.timestamp_us,
-                    event_id: view.event_id,
-                    batch_remaining: view.batch_remaining,
-                    kind: view.kind,
-                    flags: view.flags,
-                    schema_version: view.schema_version,
-                    correlation_id: view.correlation_id,
-                    causation_id: view.causation_id,
-                    idempotency_key: view.idempotency_key,
-                    entity: view.entity,
-                    scope: view.scope,
-                    payload: view.payload,
-                };
-                (view.hash, chain_hash(previous, &fields, &digest))
-            })
+            decode_frame(bytes).map(|view| (view.hash, view.recompute_link(previous)))
         });
         match result {
             Ok(Ok(links)) => Ok(links),

@@ -233,7 +233,24 @@ impl FrameView<'_> {
         self.correlation_id.unwrap_or(self.event_id)
     }
 
-    #[cfg(test)]
+    /// Recomputes this frame's hash-chain link from `previous`: what the
+    /// stored link must equal. A redacted payload is its own digest.
+    #[cfg(feature = "blake3")]
+    pub(crate) fn recompute_link(&self, previous: Option<&EventHash>) -> EventHash {
+        let digest = if self.record_flags & REDACTED != 0 {
+            // A redacted payload that is not a digest cannot match any link.
+            let mut digest = [0u8; 32];
+            if self.payload.len() == 32 {
+                digest.copy_from_slice(self.payload);
+            }
+            digest
+        } else {
+            payload_digest(self.payload)
+        };
+        chain_hash(previous, &self.fields(), &digest)
+    }
+
+    #[cfg_attr(not(any(test, feature = "blake3")), allow(dead_code))]
     pub(crate) fn fields(&self) -> FrameFields<'_> {
         FrameFields {
             sequence: self.sequence,
