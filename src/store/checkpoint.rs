@@ -30,10 +30,10 @@ use parking_lot::{Condvar, Mutex};
 
 use super::engine::Inner;
 use super::index::footer::{
-    decode_header, decode_image, ImageBuilder, ImageRecord, SegmentIdentity, IMAGE_HEADER_BYTES,
+    decode_header, decode_image, ImageBuilder, SegmentIdentity, IMAGE_HEADER_BYTES,
     KIND_CHECKPOINT, KIND_FOOTER,
 };
-use super::index::Index;
+use super::index::{Index, NewEntry};
 use super::log::frame::{
     decode_frame, SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES,
 };
@@ -626,21 +626,8 @@ fn add_unit(builder: &mut ImageBuilder, base: u64, unit: &[Located<'_>]) -> Resu
     for (view, offset) in unit {
         let offset =
             u32::try_from(base + offset).map_err(|_| "segment offset beyond 4 GiB".to_string())?;
-        builder.push(&ImageRecord {
-            sequence: view.sequence,
-            offset,
-            timestamp_us: view.timestamp_us,
-            event_id: view.event_id,
-            entity: view.entity,
-            scope: view.scope,
-            clock: view.clock,
-            kind: view.kind,
-            flags: view.flags,
-            correlation_id: view.correlation_id,
-            causation_id: view.causation_id,
-            idempotency: view.idempotency_key.map(|k| (k, count)),
-            hash: view.hash,
-        })?;
+        let segment = builder.segment().id;
+        builder.push(&NewEntry::from_frame(view, segment, offset, count))?;
     }
     Ok(())
 }

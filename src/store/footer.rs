@@ -37,9 +37,9 @@
 
 use std::collections::HashMap;
 
-use super::{Entry, Index};
+use super::{Entry, Index, NewEntry};
 use crate::store::log::frame::{u16_at, u32_at, u64_at};
-use crate::{EventHash, EventId, EventKind};
+use crate::{EventHash, EventId};
 
 /// Magic bytes of an index image.
 pub(crate) const IMAGE_MAGIC: [u8; 8] = *b"BATPAKIX";
@@ -79,24 +79,6 @@ pub(crate) struct ImageBuilder {
     keys: Vec<(u32, u32, Box<[u8]>)>,
     /// Bytes of the segment covered so far.
     pub(crate) watermark: u64,
-}
-
-/// One record as the builder receives it (mirrors what the index learns).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ImageRecord<'a> {
-    pub(crate) sequence: u64,
-    pub(crate) offset: u32,
-    pub(crate) timestamp_us: i64,
-    pub(crate) event_id: EventId,
-    pub(crate) entity: &'a str,
-    pub(crate) scope: &'a str,
-    pub(crate) clock: u64,
-    pub(crate) kind: EventKind,
-    pub(crate) flags: u16,
-    pub(crate) correlation_id: Option<EventId>,
-    pub(crate) causation_id: Option<EventId>,
-    pub(crate) idempotency: Option<(&'a [u8], u32)>,
-    pub(crate) hash: Option<EventHash>,
 }
 
 impl ImageBuilder {
@@ -155,7 +137,7 @@ impl ImageBuilder {
     }
 
     /// Adds one record. Fails only if a limit of the format is exceeded.
-    pub(crate) fn push(&mut self, record: &ImageRecord<'_>) -> Result<(), String> {
+    pub(crate) fn push(&mut self, record: &NewEntry<'_>) -> Result<(), String> {
         let clock = u32::try_from(record.clock)
             .map_err(|_| format!("clock {} exceeds the index limit", record.clock))?;
         let entity = match self.entity_ids.get(record.entity) {
@@ -721,7 +703,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::NewEntry;
+    use crate::EventKind;
 
     fn identity() -> SegmentIdentity {
         SegmentIdentity {
@@ -742,9 +724,10 @@ mod tests {
         ]
     }
 
-    fn record((sequence, entity, clock, id): (u64, &'static str, u64, u8)) -> ImageRecord<'static> {
-        ImageRecord {
+    fn record((sequence, entity, clock, id): (u64, &'static str, u64, u8)) -> NewEntry<'static> {
+        NewEntry {
             sequence,
+            segment: 0,
             offset: 48 + sequence as u32 * 10,
             timestamp_us: sequence as i64 * 7,
             event_id: EventId::from_bytes([id; 16]),

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::log::frame::FrameView;
 use crate::region::EntityFilter;
 
 // Index images (segment footers and checkpoints): their format and how they
@@ -66,6 +67,34 @@ pub(crate) struct NewEntry<'a> {
     /// The batch's (or single event's) idempotency key and unit length.
     pub(crate) idempotency: Option<(&'a [u8], u32)>,
     pub(crate) hash: Option<EventHash>,
+}
+
+impl<'a> NewEntry<'a> {
+    /// What the index learns from a scanned frame at `offset` of `segment`,
+    /// the frame being one of a unit (single event or batch) of `unit_len`.
+    pub(crate) fn from_frame(
+        view: &FrameView<'a>,
+        segment: u32,
+        offset: u32,
+        unit_len: u32,
+    ) -> Self {
+        NewEntry {
+            sequence: view.sequence,
+            segment,
+            offset,
+            timestamp_us: view.timestamp_us,
+            event_id: view.event_id,
+            entity: view.entity,
+            scope: view.scope,
+            clock: view.clock,
+            kind: view.kind,
+            flags: view.flags,
+            correlation_id: view.correlation_id,
+            causation_id: view.causation_id,
+            idempotency: view.idempotency_key.map(|k| (k, unit_len)),
+            hash: view.hash,
+        }
+    }
 }
 
 /// An idempotency key's unit: first sequence and number of events.

@@ -241,22 +241,7 @@ pub(crate) fn index_unit(
     for (view, offset) in unit {
         let offset =
             u32::try_from(base + offset).map_err(|_| "segment offset beyond 4 GiB".to_string())?;
-        index.push(NewEntry {
-            sequence: view.sequence,
-            segment,
-            offset,
-            timestamp_us: view.timestamp_us,
-            event_id: view.event_id,
-            entity: view.entity,
-            scope: view.scope,
-            clock: view.clock,
-            kind: view.kind,
-            flags: view.flags,
-            correlation_id: view.correlation_id,
-            causation_id: view.causation_id,
-            idempotency: view.idempotency_key.map(|k| (k, count)),
-            hash: view.hash,
-        })?;
+        index.push(NewEntry::from_frame(view, segment, offset, count))?;
     }
     Ok(())
 }
