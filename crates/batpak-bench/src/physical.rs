@@ -19,18 +19,28 @@ const BLOCK_BYTES: usize = 4096;
 pub fn fdatasync_appends(dir: &Path, n: usize) -> BenchResult<Sample> {
     let path = dir.join("p1-append.bin");
     let file = create(&path)?;
-    let block = [0x5Au8; BLOCK_BYTES];
+    timed_block_syncs(&file, &path, n, &[0x5Au8; BLOCK_BYTES])
+}
+
+/// Writes `block` at blocks `0..n` of `file`, each followed by `fdatasync`,
+/// timing each write + sync.
+fn timed_block_syncs(
+    file: &File,
+    path: &Path,
+    n: usize,
+    block: &[u8; BLOCK_BYTES],
+) -> BenchResult<Sample> {
     let mut latencies = Latencies::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {
         let op = Instant::now();
-        file.write_all_at(&block, (i * BLOCK_BYTES) as u64)
-            .map_err(io_err("write", &path))?;
-        file.sync_data().map_err(io_err("fdatasync", &path))?;
+        file.write_all_at(block, (i * BLOCK_BYTES) as u64)
+            .map_err(io_err("write", path))?;
+        file.sync_data().map_err(io_err("fdatasync", path))?;
         latencies.record_since(op);
     }
     let seconds = started.elapsed().as_secs_f64();
-    finish(seconds, latencies, &path)
+    finish(seconds, latencies, path)
 }
 
 /// P1 variant: rewrites blocks of a file that is already allocated and synced,
@@ -44,17 +54,7 @@ pub fn fdatasync_overwrites(dir: &Path, n: usize) -> BenchResult<Sample> {
             .map_err(io_err("write", &path))?;
     }
     file.sync_all().map_err(io_err("fsync", &path))?;
-    let mut latencies = Latencies::with_capacity(n);
-    let started = Instant::now();
-    for i in 0..n {
-        let op = Instant::now();
-        file.write_all_at(&block, (i * BLOCK_BYTES) as u64)
-            .map_err(io_err("write", &path))?;
-        file.sync_data().map_err(io_err("fdatasync", &path))?;
-        latencies.record_since(op);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    finish(seconds, latencies, &path)
+    timed_block_syncs(&file, &path, n, &block)
 }
 
 /// P2: frames `n` pre-serialized ~150-byte payloads as
