@@ -97,14 +97,7 @@ impl Invocation {
                 command: shown.clone(),
                 source,
             })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(XtaskError::CommandFailed {
-                command: shown,
-                status: status.to_string(),
-            })
-        }
+        exit_ok(shown, status)
     }
 
     /// Like [`Invocation::run`], but reads the child's stdout line by line
@@ -142,14 +135,7 @@ impl Invocation {
             command: shown.clone(),
             source,
         })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(XtaskError::CommandFailed {
-                command: shown,
-                status: status.to_string(),
-            })
-        }
+        exit_ok(shown, status)
     }
 
     /// Runs quietly and returns the first line of stdout if the program exists
@@ -280,6 +266,18 @@ pub fn utf8_arguments(arguments: Vec<OsString>) -> XtaskResult<Vec<String>> {
             })
         })
         .collect()
+}
+
+/// `Ok` if the program succeeded, else the command and how it ended.
+fn exit_ok(command: String, status: std::process::ExitStatus) -> XtaskResult<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(XtaskError::CommandFailed {
+            command,
+            status: status.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]
