@@ -192,7 +192,7 @@ pub(crate) fn load_image(
                 if kind == KIND_FOOTER {
                     outcome.footers.insert(id);
                 }
-                outcome.last_image = Some(builder);
+                outcome.last_image = builder;
                 return Some(watermark);
             }
             Err(reason) => {
@@ -215,7 +215,7 @@ fn try_image(
     segment_len: u64,
     segment: &dyn StorageFile,
     index: &mut Index,
-) -> Result<(u64, u64, ImageBuilder), String> {
+) -> Result<(u64, u64, Option<ImageBuilder>), String> {
     let file = io
         .open_file(path, false)
         .map_err(|e| format!("cannot open: {e}"))?;
@@ -250,7 +250,7 @@ fn apply_bytes(
     segment_len: u64,
     segment: &dyn StorageFile,
     index: &mut Index,
-) -> Result<(u64, u64, ImageBuilder), String> {
+) -> Result<(u64, u64, Option<ImageBuilder>), String> {
     let view = decode_image(bytes)?;
     if view.kind != kind {
         return Err(format!("image kind {} under the wrong name", view.kind));
@@ -294,8 +294,15 @@ fn apply_bytes(
             }
         }
     }
+    // Only the active segment's checkpoint is continued by later
+    // checkpoints; footers describe sealed segments and need no builder.
+    let builder = if kind == KIND_CHECKPOINT {
+        Some(ImageBuilder::from_view(&view)?)
+    } else {
+        None
+    };
     index.apply_image(&view)?;
-    Ok((view.watermark, view.events, ImageBuilder::from_view(&view)))
+    Ok((view.watermark, view.events, builder))
 }
 
 /// The maintenance side: which images exist and the thread that writes them.
