@@ -297,7 +297,7 @@ fn apply_bytes(
     // Only the active segment's checkpoint is continued by later
     // checkpoints; footers describe sealed segments and need no builder.
     let builder = if kind == KIND_CHECKPOINT {
-        Some(ImageBuilder::from_view(&view)?)
+        Some(ImageBuilder::from_loaded(&view, bytes))
     } else {
         None
     };

@@ -179,6 +179,10 @@ pub(crate) struct ImageBuilder {
     correlations: Vec<(u32, EventId)>,
     causations: Vec<(u32, EventId)>,
     keys: Vec<(u32, u32, Box<[u8]>)>,
+    /// An image loaded at open, kept encoded (with its number of records)
+    /// until the first push needs its records: open does not pay for
+    /// decoding the active segment's checkpoint a second time.
+    loaded: Option<(Vec<u8>, u32)>,
     /// Bytes of the segment covered so far.
     pub(crate) watermark: u64,
 }
@@ -196,6 +200,7 @@ impl ImageBuilder {
             correlations: Vec::new(),
             causations: Vec::new(),
             keys: Vec::new(),
+            loaded: None,
             watermark,
         }
     }
@@ -205,7 +210,31 @@ impl ImageBuilder {
     }
 
     pub(crate) fn events(&self) -> u32 {
-        self.records.len() as u32
+        match &self.loaded {
+            Some((_, events)) => *events,
+            None => self.records.len() as u32,
+        }
+    }
+
+    /// Continues from a loaded and checked image (the checkpoint of the
+    /// active segment), keeping its bytes; they are decoded when the first
+    /// record is pushed.
+    pub(crate) fn from_loaded(view: &ImageView<'_>, bytes: &[u8]) -> Self {
+        let mut builder = ImageBuilder::new(view.segment, view.watermark);
+        builder.next_sequence = view.next_sequence;
+        builder.loaded = Some((bytes.to_vec(), view.events as u32));
+        builder
+    }
+
+    /// Decodes a kept image into records, so that more can be pushed.
+    fn materialize(&mut self) -> Result<(), String> {
+        if let Some((bytes, _)) = self.loaded.take() {
+            let view = decode_image(&bytes)?;
+            let watermark = self.watermark;
+            *self = ImageBuilder::from_view(&view)?;
+            self.watermark = watermark;
+        }
+        Ok(())
     }
 
     pub(crate) fn next_sequence(&self) -> u64 {
@@ -255,6 +284,7 @@ impl ImageBuilder {
 
     /// Adds one record. Fails only if a limit of the format is exceeded.
     pub(crate) fn push(&mut self, record: &NewEntry<'_>) -> Result<(), String> {
+        self.materialize()?;
         let clock = u32::try_from(record.clock)
             .map_err(|_| format!("clock {} exceeds the index limit", record.clock))?;
         if clock == 0 {
@@ -311,6 +341,16 @@ impl ImageBuilder {
 
     /// Encodes the image.
     pub(crate) fn encode(&self, kind: u16) -> Vec<u8> {
+        if let Some((bytes, _)) = &self.loaded {
+            // Nothing was pushed since loading: the same image, with this
+            // kind and watermark (header fields only).
+            let mut out = bytes.clone();
+            out[10..12].copy_from_slice(&kind.to_le_bytes());
+            out[40..48].copy_from_slice(&self.watermark.to_le_bytes());
+            let header_crc = crc32fast::hash(&out[0..92]);
+            out[92..96].copy_from_slice(&header_crc.to_le_bytes());
+            return out;
+        }
         let events = self.records.len();
         // Kinds, per-entity base clocks and counts, and every exception.
         let mut kind_ids: HashMap<u16, u32> = HashMap::new();
@@ -1189,9 +1229,11 @@ impl Index {
                 .reserve_exact(entity.records as usize);
         }
         let mut cursor = image.cursor();
+        let mut last_id = self.ids.last().map(|id| id_value(*id));
         for _ in 0..events {
             // The image was fully decoded when it was checked; this cannot fail.
             let record = cursor.next_record()?;
+            let in_order = last_id.is_none_or(|last| cursor.id > last);
             let entity = entity_ids[record.entity as usize];
             self.entities[entity as usize]
                 .sequences
@@ -1206,15 +1248,15 @@ impl Index {
                 kind: record.kind,
                 flags: record.flags,
             });
-            match self.ids.last() {
-                Some(last) if *last >= record.event_id => {
-                    self.ids_out_of_order
-                        .insert(record.event_id, record.sequence);
-                    self.ids_replaced.insert(record.sequence, record.event_id);
-                    let last = *last;
-                    self.ids.push(last);
-                }
-                _ => self.ids.push(record.event_id),
+            if in_order {
+                self.ids.push(record.event_id);
+                last_id = Some(cursor.id);
+            } else if let Some(last) = self.ids.last().copied() {
+                // As `push`: keep the column sorted with a stand-in.
+                self.ids_out_of_order
+                    .insert(record.event_id, record.sequence);
+                self.ids_replaced.insert(record.sequence, record.event_id);
+                self.ids.push(last);
             }
         }
         for (local, entity) in image.entities.iter().enumerate() {
@@ -1453,6 +1495,29 @@ mod tests {
         );
         // Gaps are kept but never loaded: such segments are scanned.
         assert!(Index::default().apply_image(&view).is_err());
+    }
+
+    #[test]
+    fn a_loaded_builder_encodes_and_continues_like_a_decoded_one() {
+        let (segment, records) = awkward();
+        let bytes = built(segment, &records[..500]).encode(KIND_CHECKPOINT);
+        let view = decode_image(&bytes).unwrap();
+        let mut lazy = ImageBuilder::from_loaded(&view, &bytes);
+        assert_eq!(lazy.events(), 500);
+        assert_eq!(lazy.encode(KIND_CHECKPOINT), bytes);
+        let mut decoded = ImageBuilder::from_view(&view).unwrap();
+        lazy.watermark += 1;
+        decoded.watermark += 1;
+        assert_eq!(lazy.encode(KIND_FOOTER), decoded.encode(KIND_FOOTER));
+        for r in &records[500..] {
+            lazy.push(r).unwrap();
+            decoded.push(r).unwrap();
+        }
+        assert_eq!(lazy.events(), 700);
+        assert_eq!(lazy.encode(KIND_FOOTER), decoded.encode(KIND_FOOTER));
+        let mut whole = built(segment, &records);
+        whole.watermark += 1;
+        assert_eq!(lazy.encode(KIND_FOOTER), whole.encode(KIND_FOOTER));
     }
 
     #[test]
