@@ -30,8 +30,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::engine::Inner;
 use super::index::footer::{
-    decode_header, decode_image, ImageBuilder, SegmentIdentity, IMAGE_HEADER_BYTES,
-    KIND_CHECKPOINT, KIND_FOOTER,
+    decode_header, parse_image, ImageBuilder, SegmentIdentity, IMAGE_HEADER_BYTES, KIND_CHECKPOINT,
+    KIND_FOOTER,
 };
 use super::index::{Index, NewEntry};
 use super::log::frame::{
@@ -251,7 +251,8 @@ fn apply_bytes(
     segment: &dyn StorageFile,
     index: &mut Index,
 ) -> Result<(u64, u64, Option<ImageBuilder>), String> {
-    let view = decode_image(bytes)?;
+    // Records are checked while they load (one pass), not here.
+    let view = parse_image(bytes)?;
     if view.kind != kind {
         return Err(format!("image kind {} under the wrong name", view.kind));
     }
@@ -269,26 +270,29 @@ fn apply_bytes(
     }
     // Spot check: the last record's frame ends exactly at the watermark and
     // is the event the image says.
-    match view.last_record() {
+    match view.last_frame() {
+        None if view.events > 0 => {
+            return Err("image columns do not describe a last record".into());
+        }
         None if view.watermark != SEGMENT_HEADER_BYTES as u64 => {
             return Err("empty image with a watermark past the header".into());
         }
         None => {}
-        Some(last) => {
+        Some((sequence, offset, event_id)) => {
             let frame_len = view
                 .watermark
-                .checked_sub(u64::from(last.offset))
+                .checked_sub(u64::from(offset))
                 .filter(|&l| l > 0 && l <= super::log::frame::BODY_MAX_BYTES as u64 + 8)
                 .ok_or_else(|| "last record lies outside the covered bytes".to_string())?;
             let mut frame = vec![0u8; frame_len as usize];
             let got = segment
-                .read_at(&mut frame, u64::from(last.offset))
+                .read_at(&mut frame, u64::from(offset))
                 .map_err(|e| format!("cannot read the segment: {e}"))?;
             let view_frame = decode_frame(&frame[..got])
                 .map_err(|e| format!("the log does not match the image: {e}"))?;
             if view_frame.frame_len as u64 != frame_len
-                || view_frame.sequence != last.sequence
-                || view_frame.event_id != last.event_id
+                || view_frame.sequence != sequence
+                || view_frame.event_id != event_id
             {
                 return Err("the log does not match the image's last record".into());
             }

@@ -59,9 +59,9 @@
 //!             idempotency keys (u32 record, u32 unit length, u8 key length, key)
 //! ```
 //!
-//! The first sequence expected is the segment's first sequence; the first
-//! record's offset, timestamp and id are always escaped (their "previous" is
-//! zero). Every exception list is in ascending record order and each escape
+//! The first sequence expected is the segment's first sequence; the deltas
+//! of the first record count from zero (so its timestamp and id are escaped;
+//! its offset usually is not). Every exception list is in ascending record order and each escape
 //! marker must meet its entry, so a decoder walks the columns and the lists
 //! together in one pass.
 
@@ -577,7 +577,6 @@ pub(crate) struct ImageView<'a> {
     correlations: &'a [u8],
     causations: &'a [u8],
     keys: Vec<(u32, u32, &'a [u8])>,
-    last: Option<RecordView>,
 }
 
 /// One decoded record.
@@ -635,6 +634,15 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<(u16, SegmentIdentity, u64, 
 /// every exception list, by decoding each record once) without allocating
 /// more than its tables of names need.
 pub(crate) fn decode_image(bytes: &[u8]) -> Result<ImageView<'_>, String> {
+    let view = parse_image(bytes)?;
+    view.check_records()?;
+    Ok(view)
+}
+
+/// Checks an image's header, checksums, tables and sparse lists, but not
+/// its records: [`Index::apply_image`] checks those while loading them (one
+/// pass instead of two), and takes nothing from an image that fails.
+pub(crate) fn parse_image(bytes: &[u8]) -> Result<ImageView<'_>, String> {
     let (kind, segment, watermark, events) = decode_header(bytes)?;
     let entity_count = u32_at(bytes, 20) as usize;
     let next_sequence = u64_at(bytes, 56);
@@ -750,7 +758,7 @@ pub(crate) fn decode_image(bytes: &[u8]) -> Result<ImageView<'_>, String> {
     if reader.at != body.len() {
         return Err("image body has trailing bytes".into());
     }
-    let mut view = ImageView {
+    let view = ImageView {
         kind,
         segment,
         watermark,
@@ -774,15 +782,45 @@ pub(crate) fn decode_image(bytes: &[u8]) -> Result<ImageView<'_>, String> {
         correlations,
         causations,
         keys,
-        last: None,
     };
-    view.last = view.check_references()?;
+    view.check_tables()?;
     Ok(view)
 }
 
 impl<'a> ImageView<'a> {
-    pub(crate) fn last_record(&self) -> Option<RecordView> {
-        self.last
+    /// Sequence, frame offset and id of the last record, from the columns
+    /// alone (for the spot check against the log before loading): the last
+    /// escaped value plus the deltas after it. `None` for an empty image or
+    /// columns that cannot be summed (such an image fails loading anyway).
+    pub(crate) fn last_frame(&self) -> Option<(u64, u32, EventId)> {
+        let events = usize::try_from(self.events).ok()?.checked_sub(1)?;
+        let last_entry = |list: &'a [u8], size: usize| {
+            let start = list.len().checked_sub(size)?;
+            let entry = &list[start..];
+            Some((u32_at(entry, 0) as usize, &entry[4..]))
+        };
+        let sequence = match last_entry(self.sequence_jumps, SEQUENCE_JUMP_BYTES) {
+            Some((at, value)) => u64_at(value, 0).checked_add((events.checked_sub(at)?) as u64)?,
+            None => self.segment.first_sequence.checked_add(events as u64)?,
+        };
+        // Deltas count from the last escaped value, or from zero.
+        let (from, mut offset) = match last_entry(self.offset_escapes, OFFSET_ESCAPE_BYTES) {
+            Some((at, value)) => (at.checked_add(1)?, u64::from(u32_at(value, 0))),
+            None => (0, 0),
+        };
+        for record in from..=events {
+            let delta = self.offsets.get(record * 2..record * 2 + 2)?;
+            offset += u64::from(u16_at(delta, 0));
+        }
+        let (from, mut id) = match last_entry(self.id_escapes, ID_ENTRY_BYTES) {
+            Some((at, value)) => (at.checked_add(1)?, id_value(id_at(value, 0))),
+            None => (0, 0),
+        };
+        for record in from..=events {
+            let delta = self.ids.get(record * 4..record * 4 + 4)?;
+            id = id.checked_add(u128::from(u32_at(delta, 0)))?;
+        }
+        Some((sequence, u32::try_from(offset).ok()?, id_from_value(id)))
     }
 
     fn id_list(list: &[u8]) -> impl Iterator<Item = (u32, EventId)> + '_ {
@@ -814,19 +852,16 @@ impl<'a> ImageView<'a> {
         }
     }
 
-    /// Internal consistency, by decoding every record once: references in
-    /// range, sequences ascending, clocks ascending per entity and never
+    /// The records' consistency, by decoding every record once: references
+    /// in range, sequences ascending, clocks ascending per entity and never
     /// zero, every exception list consumed in order, per-entity counts and
-    /// the next sequence as the header and tables say. Returns the last record.
-    fn check_references(&self) -> Result<Option<RecordView>, String> {
-        let events = self.events as usize;
+    /// the next sequence as the header and tables say.
+    fn check_records(&self) -> Result<(), String> {
         let mut cursor = self.cursor();
         let mut counts = vec![0u32; self.entities.len()];
-        let mut last = None;
-        for _ in 0..events {
+        for _ in 0..self.events {
             let record = cursor.next_record()?;
             counts[record.entity as usize] += 1;
-            last = Some(record);
         }
         cursor.finish()?;
         if counts
@@ -836,11 +871,16 @@ impl<'a> ImageView<'a> {
         {
             return Err("image entity table disagrees with its records".into());
         }
-        let expected_next = last.map_or(self.segment.first_sequence, |r: RecordView| {
-            r.sequence.wrapping_add(1)
-        });
-        if expected_next != self.next_sequence {
-            return Err("image next sequence disagrees with its records".into());
+        Ok(())
+    }
+
+    /// What can be checked without decoding the records: the entity table's
+    /// counts add up, and the sparse lists are in range and in record order.
+    fn check_tables(&self) -> Result<(), String> {
+        let events = self.events as usize;
+        let counted: u64 = self.entities.iter().map(|e| u64::from(e.records)).sum();
+        if counted != self.events || self.entities.iter().any(|e| e.records == 0) {
+            return Err("image entity table disagrees with its event count".into());
         }
         for list in [self.correlations, self.causations] {
             let mut previous = None;
@@ -862,7 +902,7 @@ impl<'a> ImageView<'a> {
             }
             previous = Some(*position);
         }
-        Ok(last)
+        Ok(())
     }
 }
 
@@ -1048,8 +1088,17 @@ impl RecordCursor<'_, '_> {
         })
     }
 
-    /// After the last record: every exception entry was used.
+    /// After the last record: every exception entry was used and the next
+    /// sequence is the one the header states.
     fn finish(&self) -> Result<(), String> {
+        let next = if self.position == 0 {
+            self.view.segment.first_sequence
+        } else {
+            self.sequence.wrapping_add(1)
+        };
+        if next != self.view.next_sequence {
+            return Err("image next sequence disagrees with its records".into());
+        }
         let lists = [
             &self.sequence_jumps,
             &self.clock_jumps,
@@ -1145,10 +1194,11 @@ impl Index {
         advise_huge_pages(self.ids.spare_capacity_mut());
     }
 
-    /// Loads a checked image of segment `segment` into the index, exactly as
-    /// scanning its frames would. Checks first, changes nothing on error.
+    /// Loads an image (parsed by [`parse_image`] or fully checked by
+    /// [`decode_image`]) into the index, exactly as scanning its frames
+    /// would. Each record is checked as it loads; on any error the index is
+    /// left as it was.
     pub(crate) fn apply_image(&mut self, image: &ImageView<'_>) -> Result<(), String> {
-        let segment = image.segment.id;
         let events = image.events as usize;
         // Check the image continues the index: sequences and clocks. Images
         // with gaps (compacted segments) are not loaded; their segments are
@@ -1183,7 +1233,9 @@ impl Index {
         }
         // Resolve the image's tables to index ids, in first-appearance
         // order, as pushing frame by frame would assign them (an image lists
-        // its entities and scopes in first-appearance order).
+        // its entities and scopes in first-appearance order). Records are
+        // checked while they load; on a failure everything is undone.
+        let saved = (self.entries.len(), self.entities.len(), self.scopes.len());
         let mut entity_ids = Vec::with_capacity(image.entities.len());
         for entity in &image.entities {
             let id = match self.entity_id(entity.name) {
@@ -1220,44 +1272,38 @@ impl Index {
             };
             scope_ids.push(id);
         }
-        // Every list grows once, to its final size.
+        // Every list grows once, to its final size (the entity table's
+        // counts were checked to add up to the event count).
         self.entries.reserve(events);
         self.ids.reserve(events);
-        for (local, entity) in image.entities.iter().enumerate() {
-            self.entities[entity_ids[local] as usize]
-                .sequences
-                .reserve_exact(entity.records as usize);
-        }
-        let mut cursor = image.cursor();
-        let mut last_id = self.ids.last().map(|id| id_value(*id));
-        for _ in 0..events {
-            // The image was fully decoded when it was checked; this cannot fail.
-            let record = cursor.next_record()?;
-            let in_order = last_id.is_none_or(|last| cursor.id > last);
-            let entity = entity_ids[record.entity as usize];
-            self.entities[entity as usize]
-                .sequences
-                .push(record.sequence);
-            self.entries.push(Entry {
-                segment,
-                offset: record.offset,
-                timestamp_us: record.timestamp_us,
-                entity,
-                scope: scope_ids[record.scope as usize],
-                clock: record.clock,
-                kind: record.kind,
-                flags: record.flags,
+        let lengths: Vec<usize> = image
+            .entities
+            .iter()
+            .zip(&entity_ids)
+            .map(|(entity, &id)| {
+                let sequences = &mut self.entities[id as usize].sequences;
+                sequences.reserve_exact(entity.records as usize);
+                sequences.len()
+            })
+            .collect();
+        let loaded = self
+            .load_records(image, &entity_ids, &scope_ids)
+            .and_then(|()| {
+                let counts_match = image.entities.iter().zip(&entity_ids).zip(&lengths).all(
+                    |((entity, &id), &before)| {
+                        self.entities[id as usize].sequences.len() - before
+                            == entity.records as usize
+                    },
+                );
+                if counts_match {
+                    Ok(())
+                } else {
+                    Err("image entity table disagrees with its records".to_string())
+                }
             });
-            if in_order {
-                self.ids.push(record.event_id);
-                last_id = Some(cursor.id);
-            } else if let Some(last) = self.ids.last().copied() {
-                // As `push`: keep the column sorted with a stand-in.
-                self.ids_out_of_order
-                    .insert(record.event_id, record.sequence);
-                self.ids_replaced.insert(record.sequence, record.event_id);
-                self.ids.push(last);
-            }
+        if let Err(reason) = loaded {
+            self.undo_image(saved, &entity_ids, &lengths);
+            return Err(reason);
         }
         for (local, entity) in image.entities.iter().enumerate() {
             let state = &mut self.entities[entity_ids[local] as usize];
@@ -1285,6 +1331,69 @@ impl Index {
                 .insert((*key).into(), (sequence_at(*position), *unit));
         }
         Ok(())
+    }
+
+    /// Appends the image's records (one pass over its columns, every record
+    /// checked as it is decoded).
+    fn load_records(
+        &mut self,
+        image: &ImageView<'_>,
+        entity_ids: &[u32],
+        scope_ids: &[u32],
+    ) -> Result<(), String> {
+        let segment = image.segment.id;
+        let mut cursor = image.cursor();
+        let mut last_id = self.ids.last().map(|id| id_value(*id));
+        for _ in 0..image.events {
+            let record = cursor.next_record()?;
+            let in_order = last_id.is_none_or(|last| cursor.id > last);
+            let entity = entity_ids[record.entity as usize];
+            self.entities[entity as usize]
+                .sequences
+                .push(record.sequence);
+            self.entries.push(Entry {
+                segment,
+                offset: record.offset,
+                timestamp_us: record.timestamp_us,
+                entity,
+                scope: scope_ids[record.scope as usize],
+                clock: record.clock,
+                kind: record.kind,
+                flags: record.flags,
+            });
+            if in_order {
+                self.ids.push(record.event_id);
+                last_id = Some(cursor.id);
+            } else if let Some(last) = self.ids.last().copied() {
+                // As `push`: keep the column sorted with a stand-in.
+                self.ids_out_of_order
+                    .insert(record.event_id, record.sequence);
+                self.ids_replaced.insert(record.sequence, record.event_id);
+                self.ids.push(last);
+            }
+        }
+        cursor.finish()
+    }
+
+    /// Undoes a partly loaded image: `saved` holds the entry, entity and
+    /// scope counts before it, `lengths` the image entities' sequence list
+    /// lengths.
+    fn undo_image(&mut self, saved: (usize, usize, usize), entity_ids: &[u32], lengths: &[usize]) {
+        let first = saved.0 as u64;
+        self.entries.truncate(saved.0);
+        self.ids.truncate(saved.0);
+        self.ids_out_of_order.retain(|_, s| *s < first);
+        self.ids_replaced.retain(|s, _| *s < first);
+        for (&id, &length) in entity_ids.iter().zip(lengths) {
+            self.entities[id as usize].sequences.truncate(length);
+        }
+        for entity in self.entities.drain(saved.1..) {
+            self.entity_by_name.remove(&entity.name);
+            self.entity_lookup.remove(&entity.name);
+        }
+        for scope in self.scopes.drain(saved.2..) {
+            self.scope_by_name.remove(&scope);
+        }
     }
 
     /// True if two indexes hold exactly the same state (tests: an index
@@ -1488,10 +1597,9 @@ mod tests {
         assert_eq!(restored.keys, builder.keys);
         assert_eq!(restored.encode(KIND_CHECKPOINT), bytes);
         let last = records.last().unwrap();
-        let decoded = view.last_record().unwrap();
         assert_eq!(
-            (decoded.sequence, decoded.offset, decoded.event_id),
-            (last.sequence, last.offset, last.event_id)
+            view.last_frame(),
+            Some((last.sequence, last.offset, last.event_id))
         );
         // Gaps are kept but never loaded: such segments are scanned.
         assert!(Index::default().apply_image(&view).is_err());
@@ -1522,22 +1630,8 @@ mod tests {
 
     #[test]
     fn a_dense_image_without_gaps_applies_like_a_scan() {
-        let (segment, records) = awkward();
-        // Renumber without gaps, as an uncompacted segment has them.
-        let mut clocks: HashMap<&str, u64> = HashMap::new();
-        let records: Vec<NewEntry<'_>> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let clock = clocks.entry(r.entity).or_default();
-                *clock += 1;
-                NewEntry {
-                    sequence: i as u64,
-                    clock: *clock,
-                    ..*r
-                }
-            })
-            .collect();
+        let (segment, _) = awkward();
+        let records = dense();
         let segment = SegmentIdentity {
             flags: 0,
             first_sequence: 0,
@@ -1590,10 +1684,98 @@ mod tests {
                 damaged[92..96].copy_from_slice(&crc.to_le_bytes());
                 if let Ok(view) = decode_image(&damaged) {
                     let _ = ImageBuilder::from_view(&view).unwrap();
-                    let _ = Index::default().apply_image(&view);
+                }
+                if let Ok(view) = parse_image(&damaged) {
+                    let _ = view.last_frame();
+                    let mut index = Index::default();
+                    if index.apply_image(&view).is_err() {
+                        index.same_as(&Index::default()).unwrap();
+                    }
                 }
             }
         }
+    }
+
+    /// Records numbered without gaps, as an uncompacted segment has them.
+    fn dense() -> Vec<NewEntry<'static>> {
+        let (_, records) = awkward();
+        let mut clocks: HashMap<&str, u64> = HashMap::new();
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let clock = clocks.entry(r.entity).or_default();
+                *clock += 1;
+                NewEntry {
+                    sequence: i as u64,
+                    clock: *clock,
+                    ..*r
+                }
+            })
+            .collect()
+    }
+
+    /// An image whose records fail while loading (damage behind recomputed
+    /// checksums) leaves an index that already holds events untouched,
+    /// including entities and scopes the image introduced.
+    #[test]
+    fn an_image_failing_halfway_through_loading_is_undone() {
+        let records = dense();
+        let base = || {
+            let mut index = Index::default();
+            for r in &records[..200] {
+                index.push(*r).unwrap();
+            }
+            index
+        };
+        let segment = SegmentIdentity {
+            id: 1,
+            flags: 0,
+            created_us: 5,
+            first_sequence: 200,
+        };
+        let bytes = built(segment, &records[200..260]).encode(KIND_FOOTER);
+        let mut whole = base();
+        whole.apply_image(&parse_image(&bytes).unwrap()).unwrap();
+        let mut failures = 0;
+        for at in IMAGE_HEADER_BYTES..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            let crc = crc32fast::hash(&damaged[IMAGE_HEADER_BYTES..]);
+            damaged[88..92].copy_from_slice(&crc.to_le_bytes());
+            let crc = crc32fast::hash(&damaged[0..92]);
+            damaged[92..96].copy_from_slice(&crc.to_le_bytes());
+            let Ok(view) = parse_image(&damaged) else {
+                continue;
+            };
+            let mut index = base();
+            if index.apply_image(&view).is_err() {
+                failures += 1;
+                index.same_as(&base()).unwrap();
+            }
+        }
+        assert!(failures > 0, "some damage must fail while loading");
+    }
+
+    #[test]
+    fn the_last_frame_is_found_without_offset_or_id_escapes() {
+        let mut builder = ImageBuilder::new(identity(), 1 << 20);
+        for i in 0..10u64 {
+            builder
+                .push(&NewEntry {
+                    offset: 48 + i as u32 * 265,
+                    event_id: EventId::from_bytes((5 + u128::from(i) * 3).to_be_bytes()),
+                    ..record((i, "a", i + 1, 0))
+                })
+                .unwrap();
+        }
+        let bytes = builder.encode(KIND_FOOTER);
+        let view = parse_image(&bytes).unwrap();
+        assert!(view.offset_escapes.is_empty() && view.id_escapes.is_empty());
+        assert_eq!(
+            view.last_frame(),
+            Some((9, 48 + 9 * 265, EventId::from_bytes(32u128.to_be_bytes())))
+        );
     }
 
     #[test]
