@@ -570,6 +570,7 @@ impl Index {
                         sequences: Vec::new(),
                         clock: 0,
                         last_hash: None,
+                        floor_clock: 0,
                     });
                     self.entity_by_name.insert(name.clone(), id);
                     self.entity_lookup.insert(name, id);
