@@ -100,7 +100,10 @@ fn dropping_an_entity_removes_it_and_keeps_every_other_event_and_chain() {
     assert!(store.entities("user:3").is_empty());
     let verified = assert_verifies(&store);
     assert!(verified.links_checked > 200);
-    assert!(verified.anchors > 0, "stubs anchor the removed entity's chain");
+    assert!(
+        verified.anchors > 0,
+        "stubs anchor the removed entity's chain"
+    );
     // Get by id of a removed event finds nothing.
     let removed = before.values().find(|e| !keep(e)).unwrap();
     assert!(store.get(removed.id()).unwrap().is_none());
@@ -138,7 +141,12 @@ fn retention_by_sequence_and_by_time_drops_only_the_old_events() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     fill(&store, 0, 200);
-    let cut_time = store.get_by_sequence(120).unwrap().unwrap().header.timestamp_us;
+    let cut_time = store
+        .get_by_sequence(120)
+        .unwrap()
+        .unwrap()
+        .header
+        .timestamp_us;
     fill(&store, 200, 100);
     let before = by_sequence(all(&store));
     store
@@ -177,7 +185,10 @@ fn redaction_keeps_the_event_and_its_chain_but_not_the_payload() {
         .unwrap();
     fill(&store, 151, 20);
     let before = by_sequence(all(&store));
-    let single = before.values().find(|e| e.coordinate.entity() == "user:5").unwrap();
+    let single = before
+        .values()
+        .find(|e| e.coordinate.entity() == "user:5")
+        .unwrap();
     let report = store
         .compact(
             &Compaction::new()
@@ -211,7 +222,10 @@ fn redaction_keeps_the_event_and_its_chain_but_not_the_payload() {
         i: u64,
     }
     let typed = store.get_typed::<Payload>(single.id());
-    assert!(matches!(typed, Err(StoreError::Redacted { .. })), "{typed:?}");
+    assert!(
+        matches!(typed, Err(StoreError::Redacted { .. })),
+        "{typed:?}"
+    );
     // Redaction is not undone by a later compaction, and survives reopen.
     store
         .compact(&Compaction::new().drop_entity("user:6"))
@@ -328,7 +342,11 @@ fn compaction_runs_while_writers_and_readers_run() {
                 let mut receipts = Vec::new();
                 for i in 0..150 {
                     let coord = Coordinate::new(format!("live:{t}"), "s").unwrap();
-                    receipts.push(store.append(&coord, KIND, &json!({"t": t, "i": i})).unwrap());
+                    receipts.push(
+                        store
+                            .append(&coord, KIND, &json!({"t": t, "i": i}))
+                            .unwrap(),
+                    );
                 }
                 receipts
             })
@@ -346,7 +364,11 @@ fn compaction_runs_while_writers_and_readers_run() {
         })
     };
     let report = store
-        .compact(&Compaction::new().drop_entity("user:0").drop_entity("user:4"))
+        .compact(
+            &Compaction::new()
+                .drop_entity("user:0")
+                .drop_entity("user:4"),
+        )
         .unwrap();
     assert!(report.events_removed > 0);
     let receipts: Vec<AppendReceipt> = writers

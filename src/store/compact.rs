@@ -97,9 +97,7 @@ impl Compaction {
 
     /// Removes every event older than `age` at the time of the call.
     pub fn drop_older_than(self, age: Duration) -> Self {
-        let cutoff = SystemTime::now()
-            .checked_sub(age)
-            .unwrap_or(UNIX_EPOCH);
+        let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
         self.drop_before(cutoff)
     }
 
@@ -331,7 +329,8 @@ fn read_segment(inner: &Inner, path: &std::path::Path) -> Result<Vec<u8>, StoreE
         .open_file(path, false)
         .map_err(|e| StoreError::io("open", path, e))?;
     let len = file.len().map_err(|e| StoreError::io("stat", path, e))?;
-    let len = usize::try_from(len).map_err(|_| StoreError::corrupt(path, 0, "segment too large"))?;
+    let len =
+        usize::try_from(len).map_err(|_| StoreError::corrupt(path, 0, "segment too large"))?;
     let mut bytes = vec![0u8; len];
     let got = file
         .read_at(&mut bytes, 0)
@@ -354,14 +353,21 @@ fn rewrite_segment(
     path: &std::path::Path,
     old: &[u8],
 ) -> Result<Option<Rewrite>, StoreError> {
-    let header = SegmentHeader::decode(old).map_err(|reason| StoreError::corrupt(path, 0, reason))?;
+    let header =
+        SegmentHeader::decode(old).map_err(|reason| StoreError::corrupt(path, 0, reason))?;
     let compacted = header.flags & SEGMENT_FLAG_COMPACTED != 0;
     // Collect every unit; a sealed segment must scan clean to be rewritten.
     let mut units: Vec<Vec<(FrameView<'_>, u64)>> = Vec::new();
-    let scanned = scan_frames(old, SEGMENT_HEADER_BYTES, header.first_sequence, compacted, |unit| {
-        units.push(unit.to_vec());
-        Ok(())
-    });
+    let scanned = scan_frames(
+        old,
+        SEGMENT_HEADER_BYTES,
+        header.first_sequence,
+        compacted,
+        |unit| {
+            units.push(unit.to_vec());
+            Ok(())
+        },
+    );
     if let ScanEnd::Damaged { offset, reason, .. } = scanned {
         return Err(StoreError::corrupt(
             path,
@@ -508,7 +514,9 @@ fn plan(policy: &Compaction, units: &[Vec<(FrameView<'_>, u64)>]) -> Vec<Fate> {
     for unit in units {
         let range = at..at + unit.len();
         at += unit.len();
-        let keyed = unit.first().is_some_and(|(v, _)| v.idempotency_key.is_some());
+        let keyed = unit
+            .first()
+            .is_some_and(|(v, _)| v.idempotency_key.is_some());
         let survives = fates[range.clone()].iter().any(|f| *f != Fate::Vanish);
         if keyed || (survives && unit.len() > 1) {
             for fate in &mut fates[range] {

@@ -561,7 +561,8 @@ impl Inner {
         let offset = u64::from(entry.offset);
         let corrupt = |reason: String| StoreError::corrupt(reader.path.clone(), offset, reason);
         let read = reader.with_frame(offset, |bytes| {
-            let view = super::log::frame::decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            let view =
+                super::log::frame::decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
             if view.sequence != sequence {
                 return Err(corrupt(format!(
                     "frame does not match the index entry for sequence {sequence}"

@@ -741,6 +741,7 @@ mod tests {
             causation_id: (sequence >= 3).then(|| EventId::from_bytes([2; 16])),
             idempotency: (sequence == 1).then_some((&b"key"[..], 1)),
             hash: Some(EventHash([sequence as u8; 32])),
+            stub: false,
         }
     }
 
@@ -764,6 +765,7 @@ mod tests {
                     causation_id: r.causation_id,
                     idempotency: r.idempotency,
                     hash: r.hash,
+                    stub: false,
                 })
                 .unwrap();
         }

@@ -235,7 +235,11 @@ impl Index {
         if missing == 0 {
             return;
         }
-        let filler = self.ids.last().copied().unwrap_or(EventId::from_bytes([0; 16]));
+        let filler = self
+            .ids
+            .last()
+            .copied()
+            .unwrap_or(EventId::from_bytes([0; 16]));
         for _ in 0..missing {
             self.grow_columns();
             self.entries.push(Entry::vanished());

@@ -6,8 +6,8 @@
 //! (the on-disk format and the I/O seam).
 
 mod checkpoint;
-mod compact;
 pub(crate) mod codec;
+mod compact;
 mod config;
 pub(crate) mod engine;
 mod error;

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::compact::leftover_rewrites;
 use super::checkpoint::{clean_catalog, load_image, Catalog, ImageOutcome, Maintenance};
+use super::compact::leftover_rewrites;
 use super::engine::{create_segment, pack_position, Active, Inner, SyncState, Tail, Writer};
 use super::index::{Index, NewEntry};
 use super::log::frame::{SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES};
@@ -336,8 +336,7 @@ fn recover(
         // segment then starts after a gap.
         let gap_allowed = compacted || follows_compacted;
         follows_compacted = compacted;
-        if (!gap_allowed && header.first_sequence != expected) || header.first_sequence < expected
-        {
+        if (!gap_allowed && header.first_sequence != expected) || header.first_sequence < expected {
             let reason = format!(
                 "segment starts at sequence {}, the log so far ends before {expected}",
                 header.first_sequence
