@@ -435,3 +435,46 @@ fn a_read_only_store_keeps_its_view_until_reopened() {
     let reopened = Store::open_read_only(config(dir.path())).unwrap();
     assert_eq!(all(&reopened), all(&store));
 }
+
+#[test]
+fn cached_projections_do_not_outlive_removed_or_redacted_events() {
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Emails(Vec<String>);
+    impl EventSourced for Emails {
+        fn initial() -> Self {
+            Emails::default()
+        }
+        fn apply(&mut self, event: &StoredEvent) {
+            if let Some(email) = event.payload.get("email").and_then(|e| e.as_str()) {
+                self.0.push(email.to_string());
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let bob = entity(2);
+    store
+        .append(&bob, KIND, &json!({"email": "bob@example.com"}))
+        .unwrap();
+    store.append(&bob, KIND, &json!({"plan": "pro"})).unwrap();
+    let cache = FileCache::for_store(&store).unwrap();
+    let folded = store
+        .project_with::<Emails, _>(&cache, bob.entity(), Freshness::Consistent)
+        .unwrap();
+    assert_eq!(folded.state.0, ["bob@example.com"]);
+    // Served from the cache the second time.
+    let again = store
+        .project_with::<Emails, _>(&cache, bob.entity(), Freshness::Consistent)
+        .unwrap();
+    assert_eq!(again.state.0, ["bob@example.com"]);
+    store
+        .compact(&Compaction::new().redact_entity(bob.entity()))
+        .unwrap();
+    let folded = store
+        .project_with::<Emails, _>(&cache, bob.entity(), Freshness::Consistent)
+        .unwrap();
+    assert!(
+        folded.state.0.is_empty(),
+        "the cached state held the erased email"
+    );
+}

@@ -248,6 +248,10 @@ impl Inner {
             let Some(rewrite) = rewrite_segment(policy, id, &path, &old)? else {
                 continue;
             };
+            if report.segments_rewritten == 0 {
+                // Cached projections may hold what is about to be removed.
+                self.clear_projection_cache()?;
+            }
             self.commit_rewrite(id, &path, &rewrite)?;
             maintenance.footers.remove(&id);
             maintenance.compacted.insert(id);
@@ -267,8 +271,39 @@ impl Inner {
                 "compacted segment"
             );
         }
+        if report.segments_rewritten > 0 {
+            // Again: a projection folded during the run saw the old state.
+            self.clear_projection_cache()?;
+        }
         report.duration = started.elapsed();
         Ok(report)
+    }
+
+    /// Removes every entry of the store's own projection cache
+    /// (`<store>/projections/`, see [`FileCache::for_store`](crate::FileCache::for_store)):
+    /// states folded from removed or redacted events must not outlive them.
+    /// Caches kept elsewhere are the application's to clear.
+    fn clear_projection_cache(&self) -> Result<(), StoreError> {
+        let root = self.dir().join(crate::FileCache::STORE_SUBDIRECTORY);
+        let Ok(keys) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for key in keys.filter_map(Result::ok) {
+            let key_dir = key.path();
+            let Ok(entries) = std::fs::read_dir(&key_dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                self.io
+                    .remove_file(&path)
+                    .map_err(|e| StoreError::io("remove", &path, e))?;
+            }
+            let _ = std::fs::remove_dir(&key_dir);
+        }
+        self.io
+            .sync_dir(&root)
+            .map_err(|e| StoreError::io("sync directory", &root, e))
     }
 
     /// Writes the new segment under a temporary name, renames it into place
