@@ -478,3 +478,165 @@ fn cached_projections_do_not_outlive_removed_or_redacted_events() {
         "the cached state held the erased email"
     );
 }
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { entity: u8, key: Option<u8> },
+        Batch { entities: Vec<u8>, key: Option<u8> },
+        DropEntity(u8),
+        DropBefore(u8),
+        Redact(u8),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0u8..4, proptest::option::weighted(0.3, 0u8..6))
+                .prop_map(|(entity, key)| Op::Append { entity, key }),
+            3 => (proptest::collection::vec(0u8..4, 1..4), proptest::option::weighted(0.3, 0u8..6))
+                .prop_map(|(entities, key)| Op::Batch { entities, key }),
+            1 => (0u8..4).prop_map(Op::DropEntity),
+            1 => (0u8..100).prop_map(Op::DropBefore),
+            1 => (0u8..4).prop_map(Op::Redact),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// What the store must show: per sequence, the entity, the payload and
+    /// whether it was redacted; removed sequences are absent.
+    #[derive(Default)]
+    struct Model {
+        events: BTreeMap<u64, (String, serde_json::Value, bool)>,
+        clocks: BTreeMap<String, u64>,
+        keys: BTreeMap<String, Vec<AppendReceipt>>,
+        next: u64,
+    }
+
+    fn name(entity: u8) -> String {
+        format!("m:{entity}")
+    }
+
+    fn check(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+        let got = all(store);
+        prop_assert_eq!(got.len(), model.events.len());
+        for (event, (sequence, (entity, payload, redacted))) in got.iter().zip(&model.events) {
+            prop_assert_eq!(event.sequence(), *sequence);
+            prop_assert_eq!(event.coordinate.entity(), entity.as_str());
+            prop_assert_eq!(event.redacted, *redacted);
+            if *redacted {
+                prop_assert_eq!(&event.payload, &serde_json::Value::Null);
+            } else {
+                prop_assert_eq!(&event.payload, payload);
+            }
+        }
+        for (entity, clock) in &model.clocks {
+            prop_assert_eq!(store.entity_clock(entity), *clock);
+        }
+        prop_assert_eq!(store.stats().events, model.events.len() as u64);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn compaction_matches_a_model_of_removal_and_redaction(ops in proptest::collection::vec(op(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let config = || StoreConfig::new(dir.path()).with_segment_max_bytes(4096);
+            let mut store = Some(Store::open(config()).unwrap());
+            let mut model = Model::default();
+            let mut counter = 0u64;
+            for op in ops {
+                let live = store.as_ref().unwrap();
+                match op {
+                    Op::Append { entity, key } => {
+                        counter += 1;
+                        let payload = json!({"n": counter, "pad": "m".repeat(120)});
+                        let mut options = AppendOptions::new();
+                        if let Some(key) = key {
+                            options = options.idempotency_key(format!("single-{key}"));
+                        }
+                        let coord = Coordinate::new(name(entity), "s").unwrap();
+                        let receipt = live.append_with_options(&coord, KIND, &payload, options).unwrap();
+                        match key.and_then(|k| model.keys.get(&format!("single-{k}"))) {
+                            Some(earlier) => prop_assert_eq!(&vec![receipt], earlier),
+                            None => {
+                                prop_assert_eq!(receipt.sequence, model.next);
+                                model.next += 1;
+                                let clock = model.clocks.entry(name(entity)).or_default();
+                                *clock += 1;
+                                prop_assert_eq!(receipt.clock, *clock);
+                                model.events.insert(receipt.sequence, (name(entity), payload, false));
+                                if let Some(key) = key {
+                                    model.keys.insert(format!("single-{key}"), vec![receipt]);
+                                }
+                            }
+                        }
+                    }
+                    Op::Batch { entities, key } => {
+                        let mut batch = Batch::new();
+                        if let Some(key) = key {
+                            batch = batch.idempotency_key(format!("batch-{key}"));
+                        }
+                        let mut payloads = Vec::new();
+                        for entity in &entities {
+                            counter += 1;
+                            let payload = json!({"n": counter, "pad": "m".repeat(120)});
+                            let coord = Coordinate::new(name(*entity), "s").unwrap();
+                            batch.push(BatchItem::new(&coord, KIND, &payload).unwrap());
+                            payloads.push(payload);
+                        }
+                        let receipts = live.append_batch(&batch).unwrap();
+                        match key.and_then(|k| model.keys.get(&format!("batch-{k}"))) {
+                            Some(earlier) => prop_assert_eq!(&receipts, earlier),
+                            None => {
+                                for ((receipt, entity), payload) in receipts.iter().zip(&entities).zip(payloads) {
+                                    prop_assert_eq!(receipt.sequence, model.next);
+                                    model.next += 1;
+                                    *model.clocks.entry(name(*entity)).or_default() += 1;
+                                    model.events.insert(receipt.sequence, (name(*entity), payload, false));
+                                }
+                                if let Some(key) = key {
+                                    model.keys.insert(format!("batch-{key}"), receipts);
+                                }
+                            }
+                        }
+                    }
+                    Op::DropEntity(entity) => {
+                        live.compact(&Compaction::new().drop_entity(name(entity))).unwrap();
+                        model.events.retain(|_, (e, _, _)| *e != name(entity));
+                    }
+                    Op::DropBefore(percent) => {
+                        let bound = model.next * u64::from(percent) / 100;
+                        live.compact(&Compaction::new().drop_before_sequence(bound)).unwrap();
+                        model.events.retain(|s, _| *s >= bound);
+                    }
+                    Op::Redact(entity) => {
+                        live.compact(&Compaction::new().redact_entity(name(entity))).unwrap();
+                        for (e, _, redacted) in model.events.values_mut() {
+                            if *e == name(entity) {
+                                *redacted = true;
+                            }
+                        }
+                    }
+                    Op::Reopen => {
+                        store.take().unwrap().close().unwrap();
+                        store = Some(Store::open(config()).unwrap());
+                    }
+                }
+                check(store.as_ref().unwrap(), &model)?;
+            }
+            let live = store.take().unwrap();
+            let report = live.verify().unwrap();
+            prop_assert!(report.is_clean(), "{:#?}", report.damage);
+            live.close().unwrap();
+            let reopened = Store::open(config()).unwrap();
+            check(&reopened, &model)?;
+            prop_assert!(reopened.verify().unwrap().is_clean());
+        }
+    }
+}
