@@ -165,6 +165,14 @@ fn retention_by_sequence_and_by_time_drops_only_the_old_events() {
     for i in 0..7 {
         store.walk_entity_chain(&format!("user:{i}")).unwrap();
     }
+    // A snapshot of a compacted store opens with the same events.
+    let backup = tempfile::tempdir().unwrap();
+    let copy_dir = backup.path().join("copy");
+    store.snapshot(&copy_dir).unwrap();
+    let copy = Store::open(config(&copy_dir)).unwrap();
+    assert_eq!(all(&copy), all(&store));
+    assert_verifies(&copy);
+    drop(copy);
     // New events after compaction, then reopen.
     fill(&store, 300, 40);
     let now = all(&store);
