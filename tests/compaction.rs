@@ -88,9 +88,17 @@ fn dropping_an_entity_removes_it_and_keeps_every_other_event_and_chain() {
     let store = Store::open(config(dir.path())).unwrap();
     fill(&store, 0, 300);
     let before = by_sequence(all(&store));
+    let mut steps = Vec::new();
     let report = store
-        .compact(&Compaction::new().drop_entity("user:3"))
+        .compact_with_progress(&Compaction::new().drop_entity("user:3"), &mut |step| {
+            steps.push(*step)
+        })
         .unwrap();
+    let last = steps.last().unwrap();
+    assert_eq!(last.segments_done, last.segments_total);
+    assert_eq!(last.bytes_done, last.bytes_total);
+    assert_eq!(last.segments_total, report.segments_examined);
+    assert!(steps.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done));
     assert!(report.segments_rewritten > 1, "{report:?}");
     assert!(report.events_removed > 30, "{report:?}");
     assert!(report.bytes_reclaimed() > 0, "{report:?}");

@@ -154,6 +154,20 @@ enum Fate {
     Vanish,
 }
 
+/// Progress of a compaction, for progress bars
+/// ([`Store::compact_with_progress`](crate::Store::compact_with_progress)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionProgress {
+    /// Sealed segments looked at so far.
+    pub segments_done: u32,
+    /// Sealed segments to look at.
+    pub segments_total: u32,
+    /// Bytes of those segments read so far.
+    pub bytes_done: u64,
+    /// Bytes of all sealed segments.
+    pub bytes_total: u64,
+}
+
 /// What [`Store::compact`](crate::Store::compact) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CompactionReport {
@@ -205,7 +219,11 @@ struct Rewrite {
 }
 
 impl Inner {
-    pub(crate) fn compact(&self, policy: &Compaction) -> Result<CompactionReport, StoreError> {
+    pub(crate) fn compact(
+        &self,
+        policy: &Compaction,
+        progress: &mut dyn FnMut(&CompactionProgress),
+    ) -> Result<CompactionReport, StoreError> {
         let started = Instant::now();
         let mut report = CompactionReport::default();
         // One compaction at a time, and no footer writing or snapshot copying
@@ -231,14 +249,23 @@ impl Inner {
         let Some(active_id) = active_id else {
             return Err(StoreError::ReadOnly);
         };
-        let sealed: Vec<u32> = self
+        let sealed: Vec<(u32, u64)> = self
             .segments
             .read()
-            .keys()
-            .copied()
-            .filter(|id| *id < active_id)
+            .iter()
+            .filter(|(id, _)| **id < active_id)
+            .map(|(id, reader)| (*id, std::fs::metadata(&reader.path).map_or(0, |m| m.len())))
             .collect();
-        for id in sealed {
+        let mut step = CompactionProgress {
+            segments_done: 0,
+            segments_total: sealed.len() as u32,
+            bytes_done: 0,
+            bytes_total: sealed.iter().map(|(_, len)| len).sum(),
+        };
+        progress(&step);
+        for (id, len) in sealed {
+            step.segments_done += 1;
+            step.bytes_done += len;
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(StoreError::Closed);
             }
@@ -246,6 +273,7 @@ impl Inner {
             let path = self.segment_path(id);
             let old = read_segment(self, &path)?;
             let Some(rewrite) = rewrite_segment(policy, id, &path, &old)? else {
+                progress(&step);
                 continue;
             };
             if report.segments_rewritten == 0 {
@@ -270,6 +298,7 @@ impl Inner {
                 bytes_after = rewrite.bytes.len(),
                 "compacted segment"
             );
+            progress(&step);
         }
         if report.segments_rewritten > 0 {
             // Again: a projection folded during the run saw the old state.

@@ -2,13 +2,14 @@
 
 use std::io::{self, BufRead, Write};
 
-use batpak::{Compaction, Store};
+use batpak::{Compaction, CompactionProgress, Store};
+use indicatif::ProgressBar;
 use serde_json::json;
 
 use super::Context;
 use crate::cli::CompactArgs;
 use crate::error::{CliError, CliResult};
-use crate::output::{format_bytes, Out};
+use crate::output::{format_bytes, progress_bar, Out};
 
 /// Builds the policy from the flags, confirms (unless `--yes`), and runs
 /// [`Store::compact`] through a writable handle.
@@ -28,7 +29,16 @@ pub fn run(context: &Context, args: &CompactArgs) -> CliResult {
         ));
     }
     let store = Store::open(context.config())?;
-    let report = store.compact(&policy);
+    let mut bar: Option<ProgressBar> = None;
+    let report = store.compact_with_progress(&policy, &mut |step: &CompactionProgress| {
+        let bar = bar.get_or_insert_with(|| {
+            progress_bar(context.progress, step.bytes_total, "{bytes}/{total_bytes}")
+        });
+        bar.set_position(step.bytes_done);
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let closed = store.close();
     let report = report?;
     closed?;
