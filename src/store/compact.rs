@@ -7,10 +7,12 @@
 //! **stub** (a frame with the payload redacted and the `STUB` flag) when
 //! something still needs it:
 //!
-//! - it is the last removed event of its entity in a run within the segment:
-//!   the stub carries the entity's clock and chain link, so the next kept
-//!   event (in this segment or a later one) still links up, and appends to
-//!   the entity continue its clock and chain;
+//! - it is the last removed event before a kept event of its entity, or
+//!   the entity's last record of all: the stub carries the entity's clock and
+//!   chain link, so the next kept event still links up, and appends to the
+//!   entity continue its clock and chain (segments are processed newest
+//!   first, so "the next record" may be in a later segment: on disk a gap is
+//!   always followed by a stub, after every step);
 //! - its unit (a single append or an atomic batch) carried an idempotency
 //!   key: the key survives, and a retry is answered with the original
 //!   receipts, read from the stubs;
@@ -263,7 +265,10 @@ impl Inner {
             bytes_total: sealed.iter().map(|(_, len)| len).sum(),
         };
         progress(&step);
-        for (id, len) in sealed {
+        // Newest first: see `plan`. The active segment holds no events yet
+        // (it was just sealed), or only ones appended since, which are kept.
+        let mut later: HashMap<String, bool> = HashMap::new();
+        for (id, len) in sealed.into_iter().rev() {
             step.segments_done += 1;
             step.bytes_done += len;
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -272,7 +277,7 @@ impl Inner {
             report.segments_examined += 1;
             let path = self.segment_path(id);
             let old = read_segment(self, &path)?;
-            let Some(rewrite) = rewrite_segment(policy, id, &path, &old)? else {
+            let Some(rewrite) = rewrite_segment(policy, &mut later, id, &path, &old)? else {
                 progress(&step);
                 continue;
             };
@@ -413,6 +418,7 @@ fn read_segment(inner: &Inner, path: &std::path::Path) -> Result<Vec<u8>, StoreE
 /// changes nothing in it.
 fn rewrite_segment(
     policy: &Compaction,
+    later: &mut HashMap<String, bool>,
     id: u32,
     path: &std::path::Path,
     old: &[u8],
@@ -439,7 +445,7 @@ fn rewrite_segment(
             format!("compaction refuses a damaged segment: {reason}"),
         ));
     }
-    let fates = plan(policy, &units);
+    let fates = plan(policy, &units, later);
     let changes_anything = units
         .iter()
         .flatten()
@@ -549,7 +555,16 @@ fn redacted_payload(view: &FrameView<'_>) -> Vec<u8> {
 }
 
 /// Decides the fate of every frame, in segment order.
-fn plan(policy: &Compaction, units: &[Vec<(FrameView<'_>, u64)>]) -> Vec<Fate> {
+///
+/// `later` maps each entity to whether its first record after this segment
+/// (in the segments already processed: compaction goes from the newest
+/// sealed segment to the oldest) is a stub; absent means no later record.
+/// It is updated to describe this segment's first surviving records.
+fn plan(
+    policy: &Compaction,
+    units: &[Vec<(FrameView<'_>, u64)>],
+    later: &mut HashMap<String, bool>,
+) -> Vec<Fate> {
     let decisions: Vec<Decision> = units
         .iter()
         .flatten()
@@ -557,16 +572,22 @@ fn plan(policy: &Compaction, units: &[Vec<(FrameView<'_>, u64)>]) -> Vec<Fate> {
         .collect();
     let mut fates = vec![Fate::Copy; decisions.len()];
     // Backwards: a removed event vanishes only if the next record of its
-    // entity in this segment is removed too (that one, or a later one,
-    // keeps the entity's clock and link as a stub).
-    let mut next_removed: HashMap<&str, bool> = HashMap::new();
+    // entity is removed too (that one, or a later one, keeps the entity's
+    // clock and link as a stub). The next record may be in a later segment,
+    // already rewritten: on disk, a gap is always followed by a stub, at
+    // every step of a run.
     let frames: Vec<&FrameView<'_>> = units.iter().flatten().map(|(v, _)| v).collect();
+    let mut next_removed: HashMap<&str, bool> = HashMap::new();
     for (at, view) in frames.iter().enumerate().rev() {
         let removed = decisions[at] == Decision::Remove;
+        let next_is_stub = match next_removed.get(view.entity) {
+            Some(removed) => *removed,
+            None => later.get(view.entity) == Some(&true),
+        };
         fates[at] = match decisions[at] {
             Decision::Keep => Fate::Copy,
             Decision::Redact => Fate::Redact,
-            Decision::Remove if next_removed.get(view.entity) == Some(&true) => Fate::Vanish,
+            Decision::Remove if next_is_stub => Fate::Vanish,
             Decision::Remove => Fate::Stub,
         };
         next_removed.insert(view.entity, removed);
@@ -589,6 +610,18 @@ fn plan(policy: &Compaction, units: &[Vec<(FrameView<'_>, u64)>]) -> Vec<Fate> {
                 }
             }
         }
+    }
+    // What the next (older) segment will see after this one.
+    let mut first_seen: HashMap<&str, bool> = HashMap::new();
+    for (view, fate) in frames.iter().zip(&fates) {
+        if *fate != Fate::Vanish {
+            first_seen
+                .entry(view.entity)
+                .or_insert(*fate == Fate::Stub || view.is_stub());
+        }
+    }
+    for (entity, is_stub) in first_seen {
+        later.insert(entity.to_string(), is_stub);
     }
     fates
 }
