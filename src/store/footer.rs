@@ -1200,27 +1200,26 @@ impl Index {
     /// left as it was.
     pub(crate) fn apply_image(&mut self, image: &ImageView<'_>) -> Result<(), String> {
         let events = image.events as usize;
-        // Check the image continues the index: sequences and clocks. Images
-        // with gaps (compacted segments) are not loaded; their segments are
-        // scanned.
-        let compacted = image.segment.flags & crate::store::log::frame::SEGMENT_FLAG_COMPACTED != 0;
-        let gaps = if compacted {
-            " (compacted segments are scanned)"
-        } else {
-            ""
-        };
+        // Compacted segments hold stubs and gaps, which images do not
+        // describe: those segments are always scanned.
+        if image.segment.flags & crate::store::log::frame::SEGMENT_FLAG_COMPACTED != 0 {
+            return Err(
+                "images of compacted segments are not loaded; the segment is scanned".into(),
+            );
+        }
+        // The image must continue the index: sequences and clocks.
         if events > 0 && image.segment.first_sequence != self.next_sequence() {
             return Err(format!(
-                "image starts at sequence {}, the index expects {}{gaps}",
+                "image starts at sequence {}, the index expects {}",
                 image.segment.first_sequence,
                 self.next_sequence()
             ));
         }
         if !image.sequence_jumps.is_empty() {
-            return Err(format!("image sequences have gaps{gaps}"));
+            return Err("image sequences have gaps".into());
         }
         if !image.clock_jumps.is_empty() {
-            return Err(format!("image clocks have gaps{gaps}"));
+            return Err("image clocks have gaps".into());
         }
         for entity in &image.entities {
             let (clock, _) = self.entity_head(entity.name);
@@ -1249,6 +1248,7 @@ impl Index {
                         sequences: Vec::new(),
                         clock: 0,
                         last_hash: None,
+                        floor_clock: 0,
                     });
                     self.entity_by_name.insert(name.clone(), id);
                     self.entity_lookup.insert(name, id);
@@ -1491,6 +1491,7 @@ mod tests {
             causation_id: (sequence >= 3).then(|| EventId::from_bytes([2; 16])),
             idempotency: (sequence == 1).then_some((&b"key"[..], 1)),
             hash: Some(EventHash([sequence as u8; 32])),
+            stub: false,
         }
     }
 
@@ -1557,6 +1558,7 @@ mod tests {
                 causation_id: (i % 17 == 0).then(|| EventId::from_bytes([5; 16])),
                 idempotency: (i % 19 == 0).then_some((&b"k"[..], 2)),
                 hash: (i % 2 == 0).then(|| EventHash([i as u8; 32])),
+                stub: false,
             });
         }
         (segment, out)
