@@ -65,16 +65,6 @@ fn preallocation_step(segment_max_bytes: u64) -> u64 {
     segment_max_bytes.clamp(SEGMENT_HEADER_BYTES as u64, 4 * 1024 * 1024)
 }
 
-/// Whether the active segment is extended ahead of the log with synced
-/// zeros. Only when every append syncs (`sync_every_n_events(1)`): there a
-/// sync that rewrites allocated blocks saves up to half of each append. With
-/// `n > 1` syncs are rare, so the saving is small, while writing and syncing
-/// 4 MiB of zeros stalls the appender that needs them (and writes every byte
-/// twice); the log then grows the file as it goes.
-fn preallocates(config: &StoreConfig) -> bool {
-    config.sync_every_n_events == 1
-}
-
 /// Writes zeros from `from` up to `to` and syncs them (and the new length).
 fn write_zeros(
     file: &dyn StorageFile,
@@ -603,7 +593,7 @@ impl Inner {
             return Ok(());
         }
         let end = active.end();
-        if end > active.allocated && preallocates(&self.config) {
+        if end > active.allocated {
             let step = preallocation_step(self.config.segment_max_bytes);
             let target = end.max(active.allocated + step);
             if let Err(source) = write_zeros(
@@ -621,7 +611,6 @@ impl Inner {
         match active.file.write_all_at(&active.pending, active.written) {
             Ok(()) => {
                 active.written += active.pending.len() as u64;
-                active.allocated = active.allocated.max(active.written);
                 active.pending.clear();
                 self.flushed
                     .store(pack_position(active.id, active.written), Ordering::Release);
@@ -975,11 +964,7 @@ pub(crate) fn create_segment(
     };
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| StoreError::io("write", path.clone(), e))?;
-    let allocated = if preallocates(&inner.config) {
-        preallocation_step(inner.config.segment_max_bytes)
-    } else {
-        SEGMENT_HEADER_BYTES as u64
-    };
+    let allocated = preallocation_step(inner.config.segment_max_bytes);
     write_zeros(
         file.as_ref(),
         SEGMENT_HEADER_BYTES as u64,
