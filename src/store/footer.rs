@@ -1557,7 +1557,7 @@ mod tests {
                 correlation_id: (i % 13 == 0).then(|| EventId::from_bytes([4; 16])),
                 causation_id: (i % 17 == 0).then(|| EventId::from_bytes([5; 16])),
                 idempotency: (i % 19 == 0).then_some((&b"k"[..], 2)),
-                hash: (i % 2 == 0).then(|| EventHash([i as u8; 32])),
+                hash: (i % 2 == 0).then_some(EventHash([i as u8; 32])),
                 stub: false,
             });
         }
