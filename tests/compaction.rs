@@ -104,6 +104,12 @@ fn dropping_an_entity_removes_it_and_keeps_every_other_event_and_chain() {
     assert!(report.bytes_reclaimed() > 0, "{report:?}");
     let keep = |e: &StoredEvent| e.coordinate.entity() != "user:3";
     assert_kept(&before, &all(&store), keep);
+    // The same policy again finds nothing left to do.
+    let again = store
+        .compact(&Compaction::new().drop_entity("user:3"))
+        .unwrap();
+    assert_eq!(again.segments_rewritten, 0, "{again:?}");
+    assert_eq!(again.events_removed, 0);
     assert_eq!(store.stream("user:3").count(), 0);
     assert!(store.entities("user:3").is_empty());
     let verified = assert_verifies(&store);
