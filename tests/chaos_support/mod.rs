@@ -287,8 +287,45 @@ pub fn reopen_and_check(
     ledger: &Ledger,
     relaxed_may_be_lost: bool,
 ) -> Result<u64, String> {
+    reopen_and_check_with(dir, config, ledger, relaxed_may_be_lost, &|_| Ok(()))
+}
+
+/// Derived files (footers, checkpoints) never change what open builds: the
+/// index `store` (opened from `dir`) holds equals the one a full scan of
+/// the log alone builds. Damaged or stale images must have been ignored.
+#[cfg(feature = "dangerous-test-hooks")]
+pub fn index_matches_a_full_scan(store: &Store, dir: &Path) -> Result<(), String> {
+    let logs_only = tempfile::tempdir().map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let is_file = entry.file_type().map_err(|e| e.to_string())?.is_file();
+        if is_file && entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), logs_only.path().join(entry.file_name()))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let scanned = Store::open_read_only(StoreConfig::new(logs_only.path()))
+        .map_err(|e| format!("scan-only open failed: {e}"))?;
+    store
+        .index_matches(&scanned)
+        .map_err(|e| format!("index restored from derived files differs from a scan: {e}"))
+}
+
+/// [`reopen_and_check`], plus `extra` on the reopened store before anything
+/// is appended to it (and, with fault hooks, the index is compared with a
+/// full scan of the log).
+pub fn reopen_and_check_with(
+    dir: &Path,
+    config: impl Fn(&Path) -> StoreConfig,
+    ledger: &Ledger,
+    relaxed_may_be_lost: bool,
+    extra: &dyn Fn(&Store) -> Result<(), String>,
+) -> Result<u64, String> {
     let store = Store::open(config(dir)).map_err(|e| format!("reopen failed: {e}"))?;
     let count = check_store(&store, ledger, relaxed_may_be_lost)?;
+    #[cfg(feature = "dangerous-test-hooks")]
+    index_matches_a_full_scan(&store, dir)?;
+    extra(&store)?;
     store
         .append(&coord("after"), KIND, &json!({"tag": 0}))
         .map_err(|e| format!("append after reopen failed: {e}"))?;

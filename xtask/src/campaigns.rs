@@ -16,11 +16,7 @@ pub const DEFAULT_FUZZ_SECONDS: u64 = 60;
 
 /// Runs one campaign, teeing its output, and returns its row: the counts
 /// of its summary lines, how it ended and how long it took.
-fn run_campaign(
-    name: &str,
-    invocation: &Invocation,
-    extra: &dyn Fn(&str, &mut Tally),
-) -> Row {
+fn run_campaign(name: &str, invocation: &Invocation, extra: &dyn Fn(&str, &mut Tally)) -> Row {
     let started = Instant::now();
     let mut tally = Tally::default();
     let result = invocation.run_teeing(&mut |line| {

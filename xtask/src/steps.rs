@@ -85,8 +85,9 @@ impl Step {
     fn execute(&self, tallies: &mut Tallies) -> XtaskResult<()> {
         match &self.action {
             Action::Command(invocation) => invocation.run(),
-            Action::Tests(invocation) => invocation
-                .run_counting_tests(tallies.tests.get_or_insert_with(TestCounts::default)),
+            Action::Tests(invocation) => {
+                invocation.run_counting_tests(tallies.tests.get_or_insert_with(TestCounts::default))
+            }
             Action::Docs { build_guide } => {
                 println!("$ {}", self.shown());
                 docs::docs(*build_guide)

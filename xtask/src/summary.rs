@@ -265,7 +265,10 @@ mod tests {
             (fault.faults, fault.crash_images, fault.violations),
             (Some(790), Some(1500), Some(2))
         );
-        assert_eq!(fault.model_operations, None, "`operations errored` is not model operations");
+        assert_eq!(
+            fault.model_operations, None,
+            "`operations errored` is not model operations"
+        );
         let model = Tally::parse_line(
             "model campaign: 40 cases × 60 steps, 2400 operations, 55 faults injected, 90 crash images, 120 reopens, 30 failed calls, 0 violations",
         )
@@ -280,7 +283,10 @@ mod tests {
         .expect("flip line");
         assert_eq!((flips.flips, flips.violations), (Some(300), Some(0)));
         let fuzz = Tally::parse_line("Done 123456 runs in 61 second(s)").expect("libFuzzer line");
-        assert_eq!((fuzz.fuzz_runs, fuzz.fuzz_seconds), (Some(123456), Some(61)));
+        assert_eq!(
+            (fuzz.fuzz_runs, fuzz.fuzz_seconds),
+            (Some(123456), Some(61))
+        );
     }
 
     #[test]
@@ -352,12 +358,19 @@ mod tests {
         ));
         assert!(table.any_bad(), "a violation is a failure");
         let mut silent = CampaignTable::default();
-        silent.rows.push(row("died", Status::Failed, Tally::default()));
+        silent
+            .rows
+            .push(row("died", Status::Failed, Tally::default()));
         assert!(silent.any_bad());
         let text = silent.render();
-        assert!(text.lines().nth(1).is_some_and(|l| l.contains("FAIL") && l.contains('?')));
+        assert!(text
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("FAIL") && l.contains('?')));
         let mut quiet_pass = CampaignTable::default();
-        quiet_pass.rows.push(row("no summary", Status::Passed, Tally::default()));
+        quiet_pass
+            .rows
+            .push(row("no summary", Status::Passed, Tally::default()));
         assert!(
             quiet_pass.any_bad(),
             "a campaign that never said how many violations it found is not a pass"
