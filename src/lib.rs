@@ -46,8 +46,8 @@ pub use pipeline::{Committed, Pipeline, Receipt};
 pub use projection::{CacheOutcome, EventSourced, FileCache, Freshness, NoCache, ProjectionCache};
 pub use region::{EntityFilter, KindFilter, Region};
 pub use store::{
-    AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed,
-    IdempotencyKey, RecoveryMode, Store, StoreConfig, StoreError, SyncMode,
+    AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed, Compaction,
+    CompactionReport, IdempotencyKey, RecoveryMode, Store, StoreConfig, StoreError, SyncMode,
 };
 pub use typed::{EventPayload, TypedError, UpcastError};
 pub use typestate::TypestateError;

@@ -10,7 +10,7 @@ pub use crate::projection::{
 };
 pub use crate::region::{EntityFilter, KindFilter, Region};
 pub use crate::store::{
-    AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed,
+    AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed, Compaction,
     IdempotencyKey, RecoveryMode, Store, StoreConfig, StoreError, SyncMode,
 };
 pub use crate::typed::{EventPayload, TypedError, UpcastError};

@@ -104,6 +104,12 @@ pub enum TypedError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The event's payload was redacted by compaction.
+    #[error("event {event_id} was redacted: its payload is gone")]
+    Redacted {
+        /// The event.
+        event_id: EventId,
+    },
     /// The event is of another kind than the type expects.
     #[error("event {event_id} is of kind {found}, not {expected}")]
     KindMismatch {
@@ -205,6 +211,11 @@ impl StoredEvent {
     /// Turns the event into a typed one (see [`StoredEvent::payload_as`]).
     pub fn decode<T: EventPayload>(self) -> Result<StoredEvent<T>, TypedError> {
         check_kind::<T>(&self)?;
+        if self.redacted {
+            return Err(TypedError::Redacted {
+                event_id: self.header.event_id,
+            });
+        }
         let payload = decode_payload(
             self.header.event_id,
             self.header.schema_version,
@@ -215,6 +226,7 @@ impl StoredEvent {
             header: self.header,
             payload,
             hash: self.hash,
+            redacted: self.redacted,
         })
     }
 }
@@ -459,6 +471,7 @@ mod tests {
             },
             payload: json!({"full_name": "Ada", "age": 1}),
             hash: None,
+            redacted: false,
         };
         assert!(matches!(
             event.payload_as::<Renamed>(),

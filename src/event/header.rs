@@ -105,6 +105,11 @@ pub struct StoredEvent<P = serde_json::Value> {
     /// event's hash, this header, the coordinate and the payload. `None` when
     /// the event was written without the `blake3` feature.
     pub hash: Option<EventHash>,
+    /// True if compaction redacted the payload (erasure): the payload is
+    /// JSON `null` and is gone from the store; every other field, and the
+    /// hash chain through this event, is intact.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 impl<P> StoredEvent<P> {
@@ -130,6 +135,7 @@ impl<P> StoredEvent<P> {
             header: self.header,
             payload: f(self.payload),
             hash: self.hash,
+            redacted: self.redacted,
         }
     }
 }

@@ -316,6 +316,8 @@ pub(crate) struct Maintenance {
 pub(crate) struct MaintenanceState {
     /// Sealed segments whose footer is on disk.
     pub(crate) footers: BTreeSet<u32>,
+    /// Compacted segments: they have no image (open scans them).
+    pub(crate) compacted: BTreeSet<u32>,
     /// The image of the active segment built so far (may be ahead of the
     /// checkpoint on disk).
     pub(crate) active: Option<ImageBuilder>,
@@ -334,6 +336,7 @@ impl Maintenance {
         Maintenance {
             state: Mutex::new(MaintenanceState {
                 footers: std::mem::take(&mut outcome.footers),
+                compacted: BTreeSet::new(),
                 active,
                 checkpointed,
                 checkpointed_at: Some(Instant::now()),
@@ -423,13 +426,18 @@ impl Inner {
             .map(|(id, reader)| (*id, reader.path.clone()))
             .collect();
         for (id, path) in sealed {
-            if state.footers.contains(&id) {
+            if state.footers.contains(&id) || state.compacted.contains(&id) {
                 continue;
             }
             let builder = match state.active.take() {
                 Some(builder) if builder.segment().id == id => builder,
                 _ => new_builder(self.io.as_ref(), &path, id)?,
             };
+            if builder.segment().flags & SEGMENT_FLAG_COMPACTED != 0 {
+                // Sequences with gaps and stubs: not described by images.
+                state.compacted.insert(id);
+                continue;
+            }
             let mut builder = builder;
             let file = self
                 .io

@@ -27,7 +27,7 @@ use super::log::frame::{
     SEGMENT_HEADER_BYTES,
 };
 use super::log::io::{StorageFile, StorageIo};
-use super::log::segment::{segment_file_name, SegmentReader};
+use super::log::segment::{segment_file_name, ReadFrameError, SegmentReader};
 use super::options::Causation;
 use super::report::OpenReport;
 use crate::event::IdGenerator;
@@ -54,7 +54,7 @@ pub(crate) struct Active {
 }
 
 impl Active {
-    fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.written + self.pending.len() as u64
     }
 }
@@ -184,7 +184,7 @@ impl Inner {
         &self.config.dir
     }
 
-    fn check_writable(&self, writer: &Writer) -> Result<(), StoreError> {
+    pub(crate) fn check_writable(&self, writer: &Writer) -> Result<(), StoreError> {
         if self.read_only {
             return Err(StoreError::ReadOnly);
         }
@@ -468,6 +468,7 @@ impl Inner {
                 causation_id: fields.causation_id,
                 idempotency: fields.idempotency_key.map(|k| (k, count)),
                 hash: *hash,
+                stub: false,
             });
             if let Err(reason) = pushed {
                 // Unreachable by construction; fail loudly rather than write a
@@ -521,7 +522,8 @@ impl Inner {
         })
     }
 
-    /// Receipts of an earlier unit, for an idempotent retry.
+    /// Receipts of an earlier unit, for an idempotent retry. Read from the
+    /// frames, which may be stubs if compaction removed the events since.
     fn replay_receipts(&self, first: u64, count: u32) -> Result<Accepted, StoreError> {
         let last = first + u64::from(count) - 1;
         let visible = self.index.read().visible();
@@ -531,22 +533,55 @@ impl Inner {
         }
         let mut receipts = Vec::with_capacity(count as usize);
         for sequence in first..=last {
-            let event = self
-                .read_event::<serde::de::IgnoredAny>(sequence)?
-                .ok_or_else(|| StoreError::Poisoned {
-                    reason: format!("idempotent unit at sequence {sequence} is gone"),
-                })?;
-            receipts.push(AppendReceipt {
-                event_id: event.header.event_id,
-                sequence,
-                clock: event.header.clock,
-                hash: event.hash,
-            });
+            receipts.push(self.receipt_at(sequence)?);
         }
         Ok(Accepted {
             receipts,
             sync_through: None,
         })
+    }
+
+    /// The receipt of the event (or stub of a removed event) at `sequence`.
+    fn receipt_at(&self, sequence: u64) -> Result<AppendReceipt, StoreError> {
+        let gone = || StoreError::Poisoned {
+            reason: format!("idempotent unit at sequence {sequence} is gone"),
+        };
+        let (entry, reader) = {
+            let index = self.index.read();
+            let entry = index.entry_any(sequence).ok_or_else(gone)?;
+            if entry.segment == super::index::VANISHED {
+                return Err(gone());
+            }
+            let segment = entry.segment & !super::index::DROPPED;
+            (entry, self.segments.read().get(&segment).cloned())
+        };
+        let segment = entry.segment & !super::index::DROPPED;
+        self.ensure_flushed(segment, u64::from(entry.offset))?;
+        let reader = reader.ok_or_else(gone)?;
+        let offset = u64::from(entry.offset);
+        let corrupt = |reason: String| StoreError::corrupt(reader.path.clone(), offset, reason);
+        let read = reader.with_frame(offset, |bytes| {
+            let view =
+                super::log::frame::decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            if view.sequence != sequence {
+                return Err(corrupt(format!(
+                    "frame does not match the index entry for sequence {sequence}"
+                )));
+            }
+            Ok(AppendReceipt {
+                event_id: view.event_id,
+                sequence,
+                clock: view.clock,
+                hash: view.hash,
+            })
+        });
+        match read {
+            Ok(receipt) => receipt,
+            Err(ReadFrameError::Io(source)) => {
+                Err(StoreError::io("read", reader.path.clone(), source))
+            }
+            Err(ReadFrameError::Frame(error)) => Err(corrupt(error.to_string())),
+        }
     }
 
     /// Hands the pending bytes to the operating system.
@@ -699,7 +734,7 @@ impl Inner {
     }
 
     /// Seals the active segment (syncing it) and starts the next one.
-    fn rotate(&self, writer: &mut Writer) -> Result<(), StoreError> {
+    pub(crate) fn rotate(&self, writer: &mut Writer) -> Result<(), StoreError> {
         self.flush_pending(writer)?;
         let Some(active) = writer.active.as_ref() else {
             return Err(StoreError::ReadOnly);
@@ -736,8 +771,10 @@ impl Inner {
                 return Err(error);
             }
         }
+        // The index marks removed events with the top bit of the segment id.
         let new_id = old_id
             .checked_add(1)
+            .filter(|id| id & super::index::DROPPED == 0)
             .ok_or_else(|| StoreError::CapacityExceeded {
                 reason: "segment ids exhausted".into(),
             })?;

@@ -119,6 +119,16 @@ pub enum StoreError {
     /// The store is closing or closed.
     #[error("store is closed")]
     Closed,
+    /// A typed read met an event whose payload compaction redacted; read it
+    /// untyped (payload `null`, [`StoredEvent::redacted`](crate::StoredEvent::redacted) set)
+    /// or skip it.
+    #[error("event {event_id} (sequence {sequence}) was redacted: its payload is gone")]
+    Redacted {
+        /// The event's sequence.
+        sequence: u64,
+        /// The event.
+        event_id: crate::EventId,
+    },
     /// No event has this id.
     #[error("no event with id {event_id}")]
     NotFound {

@@ -570,6 +570,7 @@ impl Index {
                         sequences: Vec::new(),
                         clock: 0,
                         last_hash: None,
+                        floor_clock: 0,
                     });
                     self.entity_by_name.insert(name.clone(), id);
                     self.entity_lookup.insert(name, id);
@@ -740,6 +741,7 @@ mod tests {
             causation_id: (sequence >= 3).then(|| EventId::from_bytes([2; 16])),
             idempotency: (sequence == 1).then_some((&b"key"[..], 1)),
             hash: Some(EventHash([sequence as u8; 32])),
+            stub: false,
         }
     }
 
@@ -763,6 +765,7 @@ mod tests {
                     causation_id: r.causation_id,
                     idempotency: r.idempotency,
                     hash: r.hash,
+                    stub: false,
                 })
                 .unwrap();
         }

@@ -37,6 +37,44 @@ pub(crate) struct Entry {
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 32);
 
+/// Bit set in [`Entry::segment`] of an event compaction removed. Segment ids
+/// stay below it (rotation refuses ids that would reach it).
+pub(crate) const DROPPED: u32 = 1 << 31;
+/// [`Entry::segment`] of a sequence with nothing left in the log (no stub).
+pub(crate) const VANISHED: u32 = u32::MAX;
+
+impl Entry {
+    /// True if compaction removed this event (a stub or nothing remains).
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.segment & DROPPED != 0
+    }
+
+    /// A sequence that left no frame behind.
+    fn vanished() -> Entry {
+        Entry {
+            segment: VANISHED,
+            offset: 0,
+            timestamp_us: 0,
+            entity: u32::MAX,
+            scope: 0,
+            clock: 0,
+            kind: 0,
+            flags: 0,
+        }
+    }
+}
+
+/// What compaction did with one event of a rewritten segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rewritten {
+    /// Still readable, now at this offset (kept or redacted).
+    Kept(u32),
+    /// Removed; a stub at this offset keeps its link, clock and key.
+    Stub(u32),
+    /// Removed without a trace.
+    Vanished,
+}
+
 /// One entity's stream.
 #[derive(Debug)]
 pub(crate) struct EntityState {
@@ -47,6 +85,9 @@ pub(crate) struct EntityState {
     pub(crate) clock: u64,
     /// Hash-chain link of its latest event.
     pub(crate) last_hash: Option<EventHash>,
+    /// Clock of its latest removed event (0 = none): the clock readers see
+    /// when every later event was removed too.
+    pub(crate) floor_clock: u64,
 }
 
 /// Everything the index learns from one frame.
@@ -67,6 +108,9 @@ pub(crate) struct NewEntry<'a> {
     /// The batch's (or single event's) idempotency key and unit length.
     pub(crate) idempotency: Option<(&'a [u8], u32)>,
     pub(crate) hash: Option<EventHash>,
+    /// A stub compaction left in place of a removed event: not readable,
+    /// but it carries the entity's clock, chain link and idempotency key.
+    pub(crate) stub: bool,
 }
 
 impl<'a> NewEntry<'a> {
@@ -93,6 +137,7 @@ impl<'a> NewEntry<'a> {
             causation_id: view.causation_id,
             idempotency: view.idempotency_key.map(|k| (k, unit_len)),
             hash: view.hash,
+            stub: view.is_stub(),
         }
     }
 }
@@ -124,6 +169,8 @@ pub(crate) struct Index {
     explicit_correlation: HashSet<u64>,
     /// causation id -> events it caused.
     caused: HashMap<EventId, Vec<u64>>,
+    /// Sequences compaction removed (stubs and vanished ones).
+    dropped: u64,
 }
 
 impl Index {
@@ -167,9 +214,51 @@ impl Index {
         };
         let entity = &self.entities[id as usize];
         let visible = entity.sequences.partition_point(|&s| s < self.visible);
-        match visible.checked_sub(1) {
+        let last = match visible.checked_sub(1) {
             Some(last) => u64::from(self.entries[entity.sequences[last] as usize].clock),
             None => 0,
+        };
+        // Removed events are all durable and visible: their clocks count.
+        last.max(entity.floor_clock)
+    }
+
+    /// Number of sequences compaction removed.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Marks every sequence from the next one up to `sequence` as removed
+    /// without a trace: the gaps compacted segments leave. The scanner has
+    /// checked that gaps are allowed where they occur.
+    pub(crate) fn skip_to(&mut self, sequence: u64) {
+        let missing = sequence.saturating_sub(self.next_sequence());
+        if missing == 0 {
+            return;
+        }
+        let filler = self
+            .ids
+            .last()
+            .copied()
+            .unwrap_or(EventId::from_bytes([0; 16]));
+        for _ in 0..missing {
+            self.grow_columns();
+            self.entries.push(Entry::vanished());
+            // Keeps the id column sorted; `sequence_of` never answers for a
+            // removed sequence.
+            self.ids.push(filler);
+        }
+        self.dropped += missing;
+    }
+
+    fn grow_columns(&mut self) {
+        // Grow the per-event columns by an eighth, not by doubling: doubling
+        // would leave up to half of a large index unused (and over the
+        // 64-bytes-per-event budget). Large reallocations are remapped by the
+        // allocator, so growing often stays cheap.
+        if self.entries.len() == self.entries.capacity() {
+            let more = (self.entries.len() / 8).max(1024);
+            self.entries.reserve_exact(more);
+            self.ids.reserve_exact(more);
         }
     }
 
@@ -199,6 +288,7 @@ impl Index {
                     sequences: Vec::new(),
                     clock: 0,
                     last_hash: None,
+                    floor_clock: 0,
                 });
                 self.entity_by_name.insert(name.clone(), id);
                 self.entity_lookup.insert(name, id);
@@ -206,7 +296,14 @@ impl Index {
             }
         };
         let state = &mut self.entities[entity as usize];
-        if new.clock != state.clock + 1 {
+        // A stub may follow removed events of its entity (a chain anchor);
+        // an event always follows its predecessor or a stub of it.
+        let clock_ok = if new.stub {
+            new.clock > state.clock
+        } else {
+            new.clock == state.clock + 1
+        };
+        if !clock_ok {
             return Err(format!(
                 "entity {} jumps from clock {} to {}",
                 new.entity, state.clock, new.clock
@@ -224,20 +321,21 @@ impl Index {
             }
         };
         let state = &mut self.entities[entity as usize];
-        state.sequences.push(new.sequence);
+        if new.stub {
+            state.floor_clock = new.clock;
+            self.dropped += 1;
+        } else {
+            state.sequences.push(new.sequence);
+        }
         state.clock = new.clock;
         state.last_hash = new.hash;
-        // Grow the per-event columns by an eighth, not by doubling: doubling
-        // would leave up to half of a large index unused (and over the
-        // 64-bytes-per-event budget). Large reallocations are remapped by the
-        // allocator, so growing often stays cheap.
-        if self.entries.len() == self.entries.capacity() {
-            let more = (self.entries.len() / 8).max(1024);
-            self.entries.reserve_exact(more);
-            self.ids.reserve_exact(more);
-        }
+        self.grow_columns();
         self.entries.push(Entry {
-            segment: new.segment,
+            segment: if new.stub {
+                new.segment | DROPPED
+            } else {
+                new.segment
+            },
             offset: new.offset,
             timestamp_us: new.timestamp_us,
             entity,
@@ -259,6 +357,9 @@ impl Index {
         }
         if let Some((key, count)) = new.idempotency {
             self.idempotency.insert(key.into(), (new.sequence, count));
+        }
+        if new.stub {
+            return Ok(());
         }
         if let Some(correlation) = new.correlation_id {
             if correlation != new.event_id {
@@ -285,8 +386,18 @@ impl Index {
                 break;
             };
             self.ids.pop();
+            if entry.is_dropped() {
+                // Never happens in practice: compaction only rewrites sealed,
+                // durable segments, and truncation only cuts unsynced events.
+                self.dropped -= 1;
+                if entry.segment == VANISHED {
+                    continue;
+                }
+            }
             let state = &mut self.entities[entry.entity as usize];
-            state.sequences.pop();
+            if !entry.is_dropped() {
+                state.sequences.pop();
+            }
             state.clock = u64::from(entry.clock) - 1;
             // The store refuses writes after a rollback, so the link is only
             // kept for completeness; the entity's earlier link is on disk.
@@ -304,15 +415,18 @@ impl Index {
         self.visible = self.visible.min(sequence);
     }
 
-    /// The visible entry at `sequence`.
+    /// The visible, readable entry at `sequence` (not one compaction removed).
     pub(crate) fn entry(&self, sequence: u64) -> Option<Entry> {
         if sequence >= self.visible {
             return None;
         }
-        self.entries.get(sequence as usize).copied()
+        self.entries
+            .get(sequence as usize)
+            .copied()
+            .filter(|e| !e.is_dropped())
     }
 
-    /// The entry at `sequence`, visible or not (writer use).
+    /// The entry at `sequence`, visible or not, removed or not (writer use).
     pub(crate) fn entry_any(&self, sequence: u64) -> Option<Entry> {
         self.entries.get(sequence as usize).copied()
     }
@@ -326,13 +440,63 @@ impl Index {
 
     /// Sequence of a visible event, by id.
     pub(crate) fn sequence_of(&self, id: EventId) -> Option<u64> {
+        let readable = |sequence: u64| self.entry(sequence).is_some();
         if let Some(&sequence) = self.ids_out_of_order.get(&id) {
-            return (sequence < self.visible).then_some(sequence);
+            return readable(sequence).then_some(sequence);
         }
         let at = self.ids.partition_point(|probe| *probe < id);
         let found = self.ids.get(at).is_some_and(|probe| *probe == id)
             && !self.ids_replaced.contains_key(&(at as u64));
-        (found && (at as u64) < self.visible).then_some(at as u64)
+        (found && readable(at as u64)).then_some(at as u64)
+    }
+
+    /// Applies the rewrite of sealed segment `segment` by compaction: new
+    /// offsets for what stays, removal for the rest. `changes` lists every
+    /// event the segment held, in sequence order.
+    pub(crate) fn apply_rewrite(&mut self, segment: u32, changes: &[(u64, Rewritten)]) {
+        let mut removed: HashMap<u32, Vec<u64>> = HashMap::new();
+        for &(sequence, change) in changes {
+            let Some(entry) = self.entries.get_mut(sequence as usize) else {
+                continue;
+            };
+            let was_dropped = entry.is_dropped();
+            match change {
+                Rewritten::Kept(offset) => {
+                    debug_assert!(!was_dropped, "compaction never revives an event");
+                    entry.segment = segment;
+                    entry.offset = offset;
+                }
+                Rewritten::Stub(offset) => {
+                    entry.segment = segment | DROPPED;
+                    entry.offset = offset;
+                    if !was_dropped {
+                        let state = &mut self.entities[entry.entity as usize];
+                        state.floor_clock = state.floor_clock.max(u64::from(entry.clock));
+                        removed.entry(entry.entity).or_default().push(sequence);
+                    }
+                }
+                Rewritten::Vanished => {
+                    if !was_dropped {
+                        removed.entry(entry.entity).or_default().push(sequence);
+                    }
+                    *entry = Entry::vanished();
+                }
+            }
+            if !was_dropped && !matches!(change, Rewritten::Kept(_)) {
+                self.dropped += 1;
+            }
+        }
+        for (entity, gone) in removed {
+            // Both lists ascend: one merge pass.
+            let list = &mut self.entities[entity as usize].sequences;
+            let mut next = gone.iter().peekable();
+            list.retain(|s| {
+                while next.peek().is_some_and(|g| **g < *s) {
+                    next.next();
+                }
+                next.peek() != Some(&s)
+            });
+        }
     }
 
     /// The coordinate of an entry.
@@ -417,7 +581,8 @@ impl Index {
             None => None,
         };
         let accept = |sequence: u64, entry: &Entry| -> bool {
-            scope.is_none_or(|s| s == entry.scope)
+            !entry.is_dropped()
+                && scope.is_none_or(|s| s == entry.scope)
                 && region.kind.matches(EventKind::from_bits(entry.kind))
                 && region
                     .clock
@@ -562,6 +727,7 @@ mod tests {
             causation_id: None,
             idempotency: None,
             hash: None,
+            stub: false,
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::checkpoint::{clean_catalog, load_image, Catalog, ImageOutcome, Maintenance};
+use super::compact::leftover_rewrites;
 use super::engine::{create_segment, pack_position, Active, Inner, SyncState, Tail, Writer};
 use super::index::{Index, NewEntry};
 use super::log::frame::{SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES};
@@ -75,6 +76,20 @@ pub(crate) fn open(
         foreign_files: Vec::new(),
         ignored_files: Vec::new(),
     };
+    if !read_only {
+        // A compaction interrupted before its commit point: the old segment
+        // is still in place, the half-written new one goes.
+        let leftovers = leftover_rewrites(&dir);
+        for path in &leftovers {
+            io.remove_file(path)
+                .map_err(|e| StoreError::io("remove", path, e))?;
+            report.removed_files.push(path.clone());
+        }
+        if !leftovers.is_empty() {
+            io.sync_dir(&dir)
+                .map_err(|e| StoreError::io("sync directory", &dir, e))?;
+        }
+    }
     let mut images = ImageOutcome::default();
     let recovered = loop {
         match recover(&config, io.as_ref(), read_only, &mut report, &mut images)? {
@@ -241,6 +256,8 @@ pub(crate) fn index_unit(
     for (view, offset) in unit {
         let offset =
             u32::try_from(base + offset).map_err(|_| "segment offset beyond 4 GiB".to_string())?;
+        // The scanner only lets sequence gaps through in compacted segments.
+        index.skip_to(view.sequence);
         index.push(NewEntry::from_frame(view, segment, offset, count))?;
     }
     Ok(())
@@ -266,6 +283,7 @@ fn recover(
     }
     let mut readers = BTreeMap::new();
     let mut last = None;
+    let mut follows_compacted = false;
     let count = listing.segments.len();
     for (position, (id, path)) in listing.segments.iter().enumerate() {
         let is_last = position + 1 == count;
@@ -314,7 +332,11 @@ fn recover(
         }
         let compacted = header.flags & SEGMENT_FLAG_COMPACTED != 0;
         let expected = index.next_sequence();
-        if (!compacted && header.first_sequence != expected) || header.first_sequence < expected {
+        // Compaction may remove the last events of a segment: the next
+        // segment then starts after a gap.
+        let gap_allowed = compacted || follows_compacted;
+        follows_compacted = compacted;
+        if (!gap_allowed && header.first_sequence != expected) || header.first_sequence < expected {
             let reason = format!(
                 "segment starts at sequence {}, the log so far ends before {expected}",
                 header.first_sequence
@@ -323,11 +345,13 @@ fn recover(
                 config, io, read_only, report, path, &file, 0, 24, reason, &later,
             );
         }
+        index.skip_to(header.first_sequence);
         // A footer or checkpoint that checks out replaces the scan of the
         // bytes it covers; only what follows its watermark is read. Those
         // frames are checksummed on every read and by `verify()`, not here.
         // Repair wants to find damage, so it always scans everything.
-        let start = if config.recovery_mode == RecoveryMode::Repair {
+        // Compacted segments have no images (their sequences have gaps).
+        let start = if config.recovery_mode == RecoveryMode::Repair || compacted {
             None
         } else {
             load_image(
@@ -483,16 +507,35 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
     let mut index = inner.index.write();
     for (position, (id, path)) in segments.iter().enumerate() {
         let is_last = position + 1 == segments.len();
-        let file = inner
-            .io
-            .open_file(path, false)
-            .map_err(|e| StoreError::io("open", path, e))?;
-        let bytes = read_whole(file.as_ref(), path)?;
+        // A segment this store already reads is read through the same open
+        // file: if the writer's compaction replaced it since, this store
+        // keeps the view it had until it is reopened.
+        let known = inner.segments.read().get(id).cloned();
+        let bytes = match &known {
+            Some(reader) => reader
+                .read_all()
+                .map_err(|e| StoreError::io("read", path, e))?,
+            None => {
+                let file = inner
+                    .io
+                    .open_file(path, false)
+                    .map_err(|e| StoreError::io("open", path, e))?;
+                read_whole(file.as_ref(), path)?
+            }
+        };
+        let mut compacted = false;
         let start = if *id == tail.segment && tail.offset > 0 {
             tail.offset as usize
         } else {
             match SegmentHeader::decode(&bytes) {
-                Ok(header) if header.segment_id == u64::from(*id) => SEGMENT_HEADER_BYTES,
+                Ok(header) if header.segment_id == u64::from(*id) => {
+                    // Segments the writer compacted before this store saw them.
+                    compacted = header.flags & SEGMENT_FLAG_COMPACTED != 0;
+                    if header.first_sequence > index.next_sequence() {
+                        index.skip_to(header.first_sequence);
+                    }
+                    SEGMENT_HEADER_BYTES
+                }
                 // Still being created by the writer; look again later.
                 _ if is_last => break,
                 Ok(_) => return Err(StoreError::corrupt(path, 16, "segment id mismatch")),
@@ -507,7 +550,7 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
             ));
         }
         let mut end = bytes.len() as u64;
-        let scanned = scan_frames(&bytes, start, index.next_sequence(), false, |unit| {
+        let scanned = scan_frames(&bytes, start, index.next_sequence(), compacted, |unit| {
             index_unit(&mut index, *id, 0, unit)
         });
         if let ScanEnd::Damaged {
@@ -523,15 +566,21 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
             // A write in progress: stop before it and look again later.
             end = cut_offset;
         }
-        if *id != tail.segment || inner.segments.read().get(id).is_none() {
-            let reader = SegmentReader::open(path.clone(), false)
-                .map_err(|e| StoreError::io("open", path, e))?;
-            inner.segments.write().insert(*id, Arc::new(reader));
-        }
+        let reader = match known {
+            Some(reader) => reader,
+            None => {
+                let reader = Arc::new(
+                    SegmentReader::open(path.clone(), false)
+                        .map_err(|e| StoreError::io("open", path, e))?,
+                );
+                inner.segments.write().insert(*id, reader.clone());
+                reader
+            }
+        };
         if !is_last {
-            // Sealed now: map it.
-            if let Ok(reader) = SegmentReader::open(path.clone(), true) {
-                inner.segments.write().insert(*id, Arc::new(reader));
+            // Sealed now: map the same file.
+            if let Ok(sealed) = reader.sealed() {
+                inner.segments.write().insert(*id, Arc::new(sealed));
             }
         }
         tail = Tail {

@@ -32,15 +32,22 @@ impl Inner {
         sequence: u64,
         decode: fn(&[u8]) -> Result<P, StoreError>,
     ) -> Result<Option<StoredEvent<P>>, StoreError> {
-        let (entry, coordinate, event_id) = {
+        // The segment reader is taken with the entry, under the index lock:
+        // compaction swaps both at once, so they always belong together.
+        let (entry, coordinate, event_id, reader) = {
             let index = self.index.read();
             let Some(entry) = index.entry(sequence) else {
                 return Ok(None);
             };
-            (entry, index.coordinate(&entry), index.event_id_at(sequence))
+            let reader = self.segments.read().get(&entry.segment).cloned();
+            (
+                entry,
+                index.coordinate(&entry),
+                index.event_id_at(sequence),
+                reader,
+            )
         };
         self.ensure_flushed(entry.segment, u64::from(entry.offset))?;
-        let reader = self.segments.read().get(&entry.segment).cloned();
         let Some(reader) = reader else {
             return Err(StoreError::corrupt(
                 self.segment_path(entry.segment),
@@ -63,7 +70,15 @@ impl Inner {
                     "frame does not match the index entry for sequence {sequence}"
                 )));
             }
-            let payload = decode(view.payload)?;
+            let redacted = view.is_redacted();
+            let payload = if redacted {
+                decode(b"null").map_err(|_| StoreError::Redacted {
+                    sequence,
+                    event_id: view.event_id,
+                })?
+            } else {
+                decode(view.payload)?
+            };
             Ok(StoredEvent {
                 header: EventHeader {
                     event_id: view.event_id,
@@ -79,6 +94,7 @@ impl Inner {
                 coordinate: coordinate.clone(),
                 payload,
                 hash: view.hash,
+                redacted,
             })
         });
         match decoded {

@@ -68,8 +68,11 @@ pub struct OpenReport {
 /// A snapshot of the store's counters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoreStats {
-    /// Events visible to readers.
+    /// Events visible to readers (not counting removed ones).
     pub events: u64,
+    /// Sequences whose events compaction removed (their sequences are never
+    /// reused).
+    pub removed_events: u64,
     /// Distinct entities.
     pub entities: u64,
     /// Segment files.

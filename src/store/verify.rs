@@ -66,6 +66,10 @@ pub struct VerifyReport {
     pub entities: u64,
     /// Hash-chain links recomputed and compared (0 without the `blake3` feature).
     pub links_checked: u64,
+    /// Chain anchors accepted: stubs compaction left where an entity's
+    /// earlier events were removed. The chain is checked from each anchor on;
+    /// the anchor's own link cannot be recomputed without what was removed.
+    pub anchors: u64,
     /// Everything found, in log order. A damaged frame usually brings
     /// follow-on entries after it (the sequence gap it leaves, and the clock
     /// and chain of its entity that no longer link up): the first entry is
@@ -157,6 +161,7 @@ fn verify_files(
     };
     let mut chains: HashMap<String, Chain> = HashMap::new();
     let mut next_sequence = 0u64;
+    let mut follows_compacted = false;
     let count = listing.segments.len();
     for (position, (id, path)) in listing.segments.iter().enumerate() {
         let is_last = position + 1 == count;
@@ -186,8 +191,11 @@ fn verify_files(
             }
         };
         let compacted = header.flags & SEGMENT_FLAG_COMPACTED != 0;
+        // Compaction may remove a segment's last events: a gap follows it.
+        let gap_allowed = compacted || follows_compacted;
+        follows_compacted = compacted;
         if header.first_sequence < next_sequence
-            || (!compacted && header.first_sequence != next_sequence)
+            || (!gap_allowed && header.first_sequence != next_sequence)
         {
             state.damage(
                 DamageKind::Sequence,
@@ -361,12 +369,28 @@ fn check_frame(
             ),
         );
     }
+    if view.is_stub() && !compacted {
+        state.damage(
+            DamageKind::Frame,
+            path,
+            offset,
+            Some(view.entity),
+            Some(view.sequence),
+            "stub of a removed event in a segment that was never compacted".into(),
+        );
+    }
     *next_sequence = (*next_sequence).max(view.sequence + 1);
     let chain = chains.entry(view.entity.to_string()).or_insert(Chain {
         clock: 0,
         last_hash: None,
     });
-    if view.clock != chain.clock + 1 && !compacted {
+    // A stub in a compacted segment may stand for removed events before it:
+    // it anchors its entity's chain at its own clock and link.
+    let anchor = compacted && view.is_stub() && view.clock > chain.clock + 1;
+    if anchor {
+        state.report.anchors += 1;
+    }
+    if view.clock != chain.clock + 1 && !anchor {
         state.damage(
             DamageKind::Clock,
             path,
@@ -381,11 +405,10 @@ fn check_frame(
         match view.hash {
             Some(stored) => {
                 let expected = view.recompute_link(chain.last_hash.as_ref());
-                state.report.links_checked += 1;
-                // Compacted segments may start an entity mid-chain; its first
-                // kept link cannot be recomputed without the dropped prefix.
-                let anchorless = compacted && chain.clock == 0 && view.clock > 1;
-                if expected != stored && !anchorless {
+                if !anchor {
+                    state.report.links_checked += 1;
+                }
+                if expected != stored && !anchor {
                     state.damage(
                         DamageKind::Chain,
                         path,

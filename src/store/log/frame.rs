@@ -20,7 +20,6 @@ pub(crate) const FORMAT_VERSION: u16 = 1;
 /// Size of the segment header.
 pub(crate) const SEGMENT_HEADER_BYTES: usize = 48;
 /// Segment header flag: sequences in this segment may have gaps (compacted).
-#[allow(dead_code)]
 pub(crate) const SEGMENT_FLAG_COMPACTED: u32 = 1;
 
 /// Length word plus checksum word.
@@ -42,10 +41,16 @@ pub(crate) const HAS_CORRELATION: u8 = 0x01;
 pub(crate) const HAS_CAUSATION: u8 = 0x02;
 /// Body flag: the body ends with a 32-byte hash-chain link.
 pub(crate) const HAS_HASH: u8 = 0x04;
-/// Body flag: the payload was redacted; the payload bytes are its blake3 digest.
-#[allow(dead_code)]
+/// Body flag: the payload was redacted; the payload bytes are its blake3
+/// digest (empty for events written without hash chains).
 pub(crate) const REDACTED: u8 = 0x08;
-const KNOWN_FLAGS: u8 = HAS_CORRELATION | HAS_CAUSATION | HAS_HASH | REDACTED;
+/// Body flag: a stub compaction left for a removed event. Not an event any
+/// more: it keeps the sequence, clock, chain link and idempotency key, with
+/// the payload redacted. Only valid in compacted segments.
+pub(crate) const STUB: u8 = 0x10;
+/// Offset of the record-flags byte in an encoded frame (prefix included).
+const RECORD_FLAGS_AT: usize = FRAME_PREFIX_BYTES + 58;
+const KNOWN_FLAGS: u8 = HAS_CORRELATION | HAS_CAUSATION | HAS_HASH | REDACTED | STUB;
 
 /// The header at the start of every segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +202,16 @@ pub(crate) fn encode_frame(fields: &FrameFields<'_>, hash: Option<&EventHash>, o
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Adds record flags (`REDACTED`, `STUB`) to the one encoded frame in
+/// `frame` and recomputes its checksum. Compaction encodes the frame with the
+/// payload already replaced by its digest, then marks it.
+pub(crate) fn mark_frame(frame: &mut [u8], flags: u8) {
+    debug_assert!(frame.len() >= FRAME_PREFIX_BYTES + BODY_FIXED_BYTES);
+    frame[RECORD_FLAGS_AT] |= flags;
+    let crc = frame_crc(&frame[0..4], &frame[FRAME_PREFIX_BYTES..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
 fn frame_crc(length_word: &[u8], body: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(length_word);
@@ -231,6 +246,16 @@ impl FrameView<'_> {
     /// The correlation id, defaulting to the event's own id.
     pub(crate) fn correlation(&self) -> EventId {
         self.correlation_id.unwrap_or(self.event_id)
+    }
+
+    /// True for a stub of a removed event.
+    pub(crate) fn is_stub(&self) -> bool {
+        self.record_flags & STUB != 0
+    }
+
+    /// True if the payload was redacted (stubs are redacted too).
+    pub(crate) fn is_redacted(&self) -> bool {
+        self.record_flags & REDACTED != 0
     }
 
     /// Recomputes this frame's hash-chain link from `previous`: what the
@@ -371,6 +396,9 @@ fn decode_body(
     let key_len = usize::from(body[59]);
     if record_flags & !KNOWN_FLAGS != 0 {
         return Err(layout("unknown record flags"));
+    }
+    if record_flags & STUB != 0 && record_flags & REDACTED == 0 {
+        return Err(layout("a stub must be redacted"));
     }
     let has_hash = record_flags & HAS_HASH != 0;
     let expected = BODY_FIXED_BYTES

@@ -78,6 +78,16 @@ pub(crate) fn scan_frames<'a>(
         } else {
             view.sequence == next_sequence
         };
+        if view.is_stub() && !allow_gaps {
+            return damaged(
+                unit_start,
+                at,
+                format!(
+                    "stub of a removed event (sequence {}) in a segment that was never compacted",
+                    view.sequence
+                ),
+            );
+        }
         if !sequence_ok {
             return damaged(
                 unit_start,

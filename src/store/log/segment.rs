@@ -88,6 +88,30 @@ impl SegmentReader {
         Ok(SegmentReader { path, file, map })
     }
 
+    /// The same file, memory-mapped (once it is sealed).
+    pub(crate) fn sealed(&self) -> io::Result<SegmentReader> {
+        let file = self.file.try_clone()?;
+        let map = map_file(&file)?;
+        Ok(SegmentReader {
+            path: self.path.clone(),
+            file,
+            map,
+        })
+    }
+
+    /// The whole file as it is now (through this reader's open file, which
+    /// may be a replaced one).
+    pub(crate) fn read_all(&self) -> io::Result<Vec<u8>> {
+        if let Some(map) = &self.map {
+            return Ok(map.to_vec());
+        }
+        let len = usize::try_from(self.file.metadata()?.len()).unwrap_or(usize::MAX);
+        let mut bytes = vec![0u8; len];
+        let got = read_full_at(&self.file, &mut bytes, 0)?;
+        bytes.truncate(got);
+        Ok(bytes)
+    }
+
     /// Calls `f` with the bytes of the frame at `offset` (not yet checked).
     pub(crate) fn with_frame<R>(
         &self,

@@ -49,6 +49,7 @@ pub fn run(context: &Context, args: &ExportArgs) -> CliResult {
             header: event.header,
             payload,
             hash: event.hash,
+            redacted: event.redacted,
         };
         serde_json::to_writer(&mut sink, &line).map_err(std::io::Error::from)?;
         sink.write_all(b"\n")?;
