@@ -74,9 +74,16 @@ fn campaign_test(test: &str, ignored_too: bool) -> Invocation {
     Invocation::cargo(&arguments)
 }
 
-/// The long campaigns, each a test binary with its long settings: name,
-/// test, environment.
-const LONG_CAMPAIGNS: [(&str, &str, &[(&str, &str)]); 3] = [
+/// A long campaign: its name in the table, its test binary, and the
+/// environment that makes it long.
+type LongCampaign = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The long campaigns, each a test binary with its long settings.
+const LONG_CAMPAIGNS: [LongCampaign; 3] = [
     (
         "faults (every call of every I/O point)",
         "chaos_faults",
