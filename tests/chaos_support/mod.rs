@@ -29,6 +29,10 @@ pub enum Status {
     /// The call was interrupted by a crash (nobody saw its result): may or may
     /// not appear, but whole.
     Maybe,
+    /// Acknowledged, then removed by compaction: never appears again, but
+    /// its sequence stays used (a gap) and it still counts in its entity's
+    /// clock.
+    Removed,
 }
 
 /// One event the test tried to write.
@@ -41,6 +45,8 @@ pub struct Entry {
     pub status: Status,
     /// The sequence the receipt gave, if acknowledged.
     pub sequence: Option<u64>,
+    /// Compaction redacted its payload: it reads back as `null`, flagged.
+    pub redacted: bool,
 }
 
 /// Everything the test tried to write, in call order.
@@ -97,6 +103,7 @@ impl Ledger {
                             Status::Relaxed
                         },
                         sequence: Some(receipt.sequence),
+                        redacted: false,
                     });
                 }
             }
@@ -112,6 +119,7 @@ impl Ledger {
                             Status::Failed
                         },
                         sequence: None,
+                        redacted: false,
                     });
                 }
             }
@@ -166,33 +174,82 @@ pub fn check_store(
         .collect::<Result<_, _>>()
         .map_err(|e| format!("reading the store failed: {e}"))?;
     let by_tag: HashMap<u64, &Entry> = ledger.entries.iter().map(|e| (e.tag, e)).collect();
+    // Redacted payloads carry no tag: those events are known by sequence.
+    let redacted_by_sequence: HashMap<u64, &Entry> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.redacted)
+        .filter_map(|e| e.sequence.map(|s| (s, e)))
+        .collect();
+    // Sequences compaction removed stay used: gaps, and clock ticks.
+    let removed: Vec<&Entry> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.status == Status::Removed)
+        .collect();
+    let removed_sequences: std::collections::HashSet<u64> =
+        removed.iter().filter_map(|e| e.sequence).collect();
     let mut present: HashMap<u64, u64> = HashMap::new();
-    let mut clocks: HashMap<String, u64> = HashMap::new();
     let mut last_position = None;
+    let mut expected_sequence = 0u64;
+    // Per entity, the sequences that tick its clock: present and removed.
+    let mut ticks: HashMap<String, Vec<u64>> = HashMap::new();
+    for entry in &removed {
+        if let Some(sequence) = entry.sequence {
+            ticks
+                .entry(entry.entity.clone())
+                .or_default()
+                .push(sequence);
+        }
+    }
     for (position, event) in events.iter().enumerate() {
-        if event.header.sequence != position as u64 {
+        while removed_sequences.contains(&expected_sequence) {
+            expected_sequence += 1;
+        }
+        if event.header.sequence != expected_sequence {
             return Err(format!(
-                "sequence gap: event {position} has sequence {}",
+                "sequence gap: event {position} has sequence {}, expected {expected_sequence}",
                 event.header.sequence
             ));
         }
-        let Some(tag) = event.payload["tag"].as_u64() else {
-            return Err(format!("event {position} has no tag: {}", event.payload));
+        expected_sequence += 1;
+        let sequence = event.header.sequence;
+        let entry = if event.redacted {
+            let Some(entry) = redacted_by_sequence.get(&sequence) else {
+                return Err(format!(
+                    "event at {sequence} is redacted, the model says not"
+                ));
+            };
+            *entry
+        } else {
+            let Some(tag) = event.payload["tag"].as_u64() else {
+                return Err(format!("event {position} has no tag: {}", event.payload));
+            };
+            let Some(entry) = by_tag.get(&tag) else {
+                return Err(format!("event {position} has unknown tag {tag}"));
+            };
+            if entry.redacted {
+                return Err(format!("tag {tag} at {sequence} should be redacted"));
+            }
+            *entry
         };
-        let Some(entry) = by_tag.get(&tag) else {
-            return Err(format!("event {position} has unknown tag {tag}"));
-        };
+        let tag = entry.tag;
         match entry.status {
             Status::Failed => {
                 return Err(format!(
-                    "tag {tag} (unit {}) failed but is present at sequence {position}",
+                    "tag {tag} (unit {}) failed but is present at sequence {sequence}",
                     entry.unit
                 ))
             }
+            Status::Removed => {
+                return Err(format!(
+                    "tag {tag} was removed by compaction but is present at sequence {sequence}"
+                ))
+            }
             Status::Durable | Status::Relaxed => {
-                if entry.sequence != Some(position as u64) {
+                if entry.sequence != Some(sequence) {
                     return Err(format!(
-                        "tag {tag} acknowledged at {:?} but found at {position}",
+                        "tag {tag} acknowledged at {:?} but found at {sequence}",
                         entry.sequence
                     ));
                 }
@@ -211,17 +268,34 @@ pub fn check_store(
             return Err(format!("tag {tag} is out of order"));
         }
         last_position = Some(ledger_position);
-        if present.insert(tag, position as u64).is_some() {
+        if present.insert(tag, sequence).is_some() {
             return Err(format!("tag {tag} appears twice"));
         }
-        let clock = clocks.entry(entry.entity.clone()).or_insert(0);
-        *clock += 1;
-        if event.header.clock != *clock {
+        ticks
+            .entry(entry.entity.clone())
+            .or_default()
+            .push(sequence);
+    }
+    // Clocks count up by one per entity, removed events included.
+    let clock_of: HashMap<u64, u64> = ticks
+        .values_mut()
+        .flat_map(|sequences| {
+            sequences.sort_unstable();
+            sequences
+                .iter()
+                .enumerate()
+                .map(|(rank, &sequence)| (sequence, rank as u64 + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for event in &events {
+        let want = clock_of.get(&event.header.sequence).copied().unwrap_or(0);
+        if event.header.clock != want {
             return Err(format!(
-                "tag {tag}: entity {} clock {} after {}",
-                entry.entity,
-                event.header.clock,
-                *clock - 1
+                "event at {}: entity {} clock {}, expected {want}",
+                event.header.sequence,
+                event.coordinate.entity(),
+                event.header.clock
             ));
         }
     }
@@ -250,15 +324,20 @@ pub fn check_store(
         }
     }
     if let Some(lost) = lost_relaxed_below {
-        if (events.len() as u64) > lost {
+        if events.last().is_some_and(|e| e.header.sequence > lost) {
             return Err(format!(
                 "relaxed event at sequence {lost} lost but later events survived"
             ));
         }
     }
     // Atomic units are whole or absent.
+    // (Compaction may remove part of a unit; the rest stays.)
     let mut units: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
-    for entry in &ledger.entries {
+    for entry in ledger
+        .entries
+        .iter()
+        .filter(|e| e.status != Status::Removed)
+    {
         let slot = units.entry(entry.unit).or_insert((0, 0));
         slot.0 += 1;
         if present.contains_key(&entry.tag) {
