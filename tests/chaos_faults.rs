@@ -49,9 +49,12 @@ enum Operation {
     CursorSave,
     /// `Store::snapshot` into a fresh directory.
     Snapshot,
+    /// `Store::compact` dropping one entity from several sealed segments
+    /// (sealing the active one first).
+    Compact,
 }
 
-const OPERATIONS: [Operation; 12] = [
+const OPERATIONS: [Operation; 13] = [
     Operation::Append,
     Operation::DurableAppend,
     Operation::RelaxedThenSync,
@@ -64,6 +67,7 @@ const OPERATIONS: [Operation; 12] = [
     Operation::Checkpoint,
     Operation::CursorSave,
     Operation::Snapshot,
+    Operation::Compact,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +137,8 @@ struct Extra {
 }
 
 const CURSOR: &str = "chaos";
+/// The entity the compaction under test drops.
+const DROPPED: &str = "e1";
 const SNAPSHOT: &str = "snapshot";
 
 fn append_tagged(
@@ -242,6 +248,21 @@ fn operate(
             &crashed,
         )
         .expect("setup append");
+    }
+    if operation == Operation::Compact {
+        // Several segments, each with events of the dropped entity.
+        for i in 0..20 {
+            append_tagged(
+                &store,
+                ledger,
+                &format!("e{}", i % 3),
+                200,
+                AppendOptions::new(),
+                true,
+                &crashed,
+            )
+            .expect("setup segments");
+        }
     }
     if operation == Operation::Checkpoint {
         // Sealed segments without footers (no maintenance thread runs
@@ -392,6 +413,24 @@ fn operate(
                 ledger.all_durable();
             }
             extra.snapshot = Some((parent, cut));
+            result.map(|_| ())
+        }
+        Operation::Compact => {
+            let result = store.compact(&Compaction::new().drop_entity(DROPPED));
+            // Each segment commits on its own: after a failure, every
+            // event of the entity is either still there or gone for good.
+            let fate = if result.is_ok() {
+                Status::Removed
+            } else {
+                Status::MaybeRemoved
+            };
+            for entry in &mut ledger.entries {
+                if entry.entity == DROPPED
+                    && matches!(entry.status, Status::Durable | Status::Relaxed)
+                {
+                    entry.status = fate;
+                }
+            }
             result.map(|_| ())
         }
         _ => unreachable!("handled above"),
