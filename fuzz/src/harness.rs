@@ -243,6 +243,7 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
     frames
 }
 
+#[cfg(feature = "dangerous-test-hooks")]
 /// Writes the length and checksum words of a frame in front of `body`, so
 /// the decoder's layout checks (behind the checksum) see the input.
 pub fn seal_frame(body: &[u8]) -> Vec<u8> {
