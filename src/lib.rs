@@ -47,7 +47,8 @@ pub use projection::{CacheOutcome, EventSourced, FileCache, Freshness, NoCache, 
 pub use region::{EntityFilter, KindFilter, Region};
 pub use store::{
     AppendOptions, AppendReceipt, AppendTicket, Batch, BatchItem, Causation, Closed, Compaction,
-    CompactionReport, IdempotencyKey, RecoveryMode, Store, StoreConfig, StoreError, SyncMode,
+    CompactionProgress, CompactionReport, IdempotencyKey, RecoveryMode, Store, StoreConfig,
+    StoreError, SyncMode,
 };
 pub use typed::{EventPayload, TypedError, UpcastError};
 pub use typestate::TypestateError;

@@ -88,9 +88,17 @@ fn dropping_an_entity_removes_it_and_keeps_every_other_event_and_chain() {
     let store = Store::open(config(dir.path())).unwrap();
     fill(&store, 0, 300);
     let before = by_sequence(all(&store));
+    let mut steps = Vec::new();
     let report = store
-        .compact(&Compaction::new().drop_entity("user:3"))
+        .compact_with_progress(&Compaction::new().drop_entity("user:3"), &mut |step| {
+            steps.push(*step)
+        })
         .unwrap();
+    let last = steps.last().unwrap();
+    assert_eq!(last.segments_done, last.segments_total);
+    assert_eq!(last.bytes_done, last.bytes_total);
+    assert_eq!(last.segments_total, report.segments_examined);
+    assert!(steps.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done));
     assert!(report.segments_rewritten > 1, "{report:?}");
     assert!(report.events_removed > 30, "{report:?}");
     assert!(report.bytes_reclaimed() > 0, "{report:?}");
@@ -165,6 +173,14 @@ fn retention_by_sequence_and_by_time_drops_only_the_old_events() {
     for i in 0..7 {
         store.walk_entity_chain(&format!("user:{i}")).unwrap();
     }
+    // A snapshot of a compacted store opens with the same events.
+    let backup = tempfile::tempdir().unwrap();
+    let copy_dir = backup.path().join("copy");
+    store.snapshot(&copy_dir).unwrap();
+    let copy = Store::open(config(&copy_dir)).unwrap();
+    assert_eq!(all(&copy), all(&store));
+    assert_verifies(&copy);
+    drop(copy);
     // New events after compaction, then reopen.
     fill(&store, 300, 40);
     let now = all(&store);
@@ -173,6 +189,52 @@ fn retention_by_sequence_and_by_time_drops_only_the_old_events() {
     assert_eq!(all(&store), now);
     assert_verifies(&store);
     assert_eq!(store.next_sequence(), before.len() as u64 + 40);
+}
+
+#[test]
+fn retention_gives_back_the_index_memory_of_the_removed_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(dir.path())
+        .with_segment_max_bytes(64 * 1024)
+        .with_sync_every_n_events(1000);
+    let store = Store::open(config.clone()).unwrap();
+    for i in 0..20_000u64 {
+        let coord = Coordinate::new(format!("device:{}", i % 50), "telemetry").unwrap();
+        store.append(&coord, KIND, &json!({"reading": i})).unwrap();
+    }
+    let before = store.stats().index_memory_bytes;
+    store
+        .compact(&Compaction::new().drop_before_sequence(19_000))
+        .unwrap();
+    let after = store.stats().index_memory_bytes;
+    assert!(after * 5 < before, "index memory {before} -> {after} bytes");
+    assert_eq!(store.stats().events, 1_000);
+    assert_eq!(
+        store.get_by_sequence(19_000).unwrap().unwrap().payload["reading"],
+        19_000
+    );
+    assert!(store.get_by_sequence(18_999).unwrap().is_none());
+    assert_eq!(store.query(&Region::all()).count(), 1_000);
+    assert_eq!(store.stream("device:7").count(), 20);
+    assert_eq!(store.entity_clock("device:7"), 400);
+    store.close().unwrap();
+    let store = Store::open(config).unwrap();
+    let reopened = store.stats().index_memory_bytes;
+    assert!(
+        reopened * 5 < before,
+        "index memory after reopen {reopened} bytes"
+    );
+    assert_eq!(store.query(&Region::all()).count(), 1_000);
+    let receipt = store
+        .append(
+            &Coordinate::new("device:7", "telemetry").unwrap(),
+            KIND,
+            &json!({}),
+        )
+        .unwrap();
+    assert_eq!(receipt.sequence, 20_000);
+    assert_eq!(receipt.clock, 401);
+    assert!(store.verify().unwrap().is_clean());
 }
 
 #[test]
@@ -434,4 +496,209 @@ fn a_read_only_store_keeps_its_view_until_reopened() {
     assert_eq!(seen.len(), before.len() + 20);
     let reopened = Store::open_read_only(config(dir.path())).unwrap();
     assert_eq!(all(&reopened), all(&store));
+}
+
+#[test]
+fn cached_projections_do_not_outlive_removed_or_redacted_events() {
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Emails(Vec<String>);
+    impl EventSourced for Emails {
+        fn initial() -> Self {
+            Emails::default()
+        }
+        fn apply(&mut self, event: &StoredEvent) {
+            if let Some(email) = event.payload.get("email").and_then(|e| e.as_str()) {
+                self.0.push(email.to_string());
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let bob = entity(2);
+    store
+        .append(&bob, KIND, &json!({"email": "bob@example.com"}))
+        .unwrap();
+    store.append(&bob, KIND, &json!({"plan": "pro"})).unwrap();
+    let cache = FileCache::for_store(&store).unwrap();
+    let folded = store
+        .project_with::<Emails, _>(&cache, bob.entity(), Freshness::Consistent)
+        .unwrap();
+    assert_eq!(folded.state.0, ["bob@example.com"]);
+    // Served from the cache the second time.
+    let again = store
+        .project_with::<Emails, _>(&cache, bob.entity(), Freshness::Consistent)
+        .unwrap();
+    assert_eq!(again.state.0, ["bob@example.com"]);
+    store
+        .compact(&Compaction::new().redact_entity(bob.entity()))
+        .unwrap();
+    let folded = store
+        .project_with::<Emails, _>(&cache, bob.entity(), Freshness::Consistent)
+        .unwrap();
+    assert!(
+        folded.state.0.is_empty(),
+        "the cached state held the erased email"
+    );
+}
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { entity: u8, key: Option<u8> },
+        Batch { entities: Vec<u8>, key: Option<u8> },
+        DropEntity(u8),
+        DropBefore(u8),
+        Redact(u8),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0u8..4, proptest::option::weighted(0.3, 0u8..6))
+                .prop_map(|(entity, key)| Op::Append { entity, key }),
+            3 => (proptest::collection::vec(0u8..4, 1..4), proptest::option::weighted(0.3, 0u8..6))
+                .prop_map(|(entities, key)| Op::Batch { entities, key }),
+            1 => (0u8..4).prop_map(Op::DropEntity),
+            1 => (0u8..100).prop_map(Op::DropBefore),
+            1 => (0u8..4).prop_map(Op::Redact),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// What the store must show: per sequence, the entity, the payload and
+    /// whether it was redacted; removed sequences are absent.
+    #[derive(Default)]
+    struct Model {
+        events: BTreeMap<u64, (String, serde_json::Value, bool)>,
+        clocks: BTreeMap<String, u64>,
+        keys: BTreeMap<String, Vec<AppendReceipt>>,
+        next: u64,
+    }
+
+    fn name(entity: u8) -> String {
+        format!("m:{entity}")
+    }
+
+    fn check(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+        let got = all(store);
+        prop_assert_eq!(got.len(), model.events.len());
+        for (event, (sequence, (entity, payload, redacted))) in got.iter().zip(&model.events) {
+            prop_assert_eq!(event.sequence(), *sequence);
+            prop_assert_eq!(event.coordinate.entity(), entity.as_str());
+            prop_assert_eq!(event.redacted, *redacted);
+            if *redacted {
+                prop_assert_eq!(&event.payload, &serde_json::Value::Null);
+            } else {
+                prop_assert_eq!(&event.payload, payload);
+            }
+        }
+        for (entity, clock) in &model.clocks {
+            prop_assert_eq!(store.entity_clock(entity), *clock);
+        }
+        prop_assert_eq!(store.stats().events, model.events.len() as u64);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn compaction_matches_a_model_of_removal_and_redaction(ops in proptest::collection::vec(op(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let config = || StoreConfig::new(dir.path()).with_segment_max_bytes(4096);
+            let mut store = Some(Store::open(config()).unwrap());
+            let mut model = Model::default();
+            let mut counter = 0u64;
+            for op in ops {
+                let live = store.as_ref().unwrap();
+                match op {
+                    Op::Append { entity, key } => {
+                        counter += 1;
+                        let payload = json!({"n": counter, "pad": "m".repeat(120)});
+                        let mut options = AppendOptions::new();
+                        if let Some(key) = key {
+                            options = options.idempotency_key(format!("single-{key}"));
+                        }
+                        let coord = Coordinate::new(name(entity), "s").unwrap();
+                        let receipt = live.append_with_options(&coord, KIND, &payload, options).unwrap();
+                        match key.and_then(|k| model.keys.get(&format!("single-{k}"))) {
+                            Some(earlier) => prop_assert_eq!(&vec![receipt], earlier),
+                            None => {
+                                prop_assert_eq!(receipt.sequence, model.next);
+                                model.next += 1;
+                                let clock = model.clocks.entry(name(entity)).or_default();
+                                *clock += 1;
+                                prop_assert_eq!(receipt.clock, *clock);
+                                model.events.insert(receipt.sequence, (name(entity), payload, false));
+                                if let Some(key) = key {
+                                    model.keys.insert(format!("single-{key}"), vec![receipt]);
+                                }
+                            }
+                        }
+                    }
+                    Op::Batch { entities, key } => {
+                        let mut batch = Batch::new();
+                        if let Some(key) = key {
+                            batch = batch.idempotency_key(format!("batch-{key}"));
+                        }
+                        let mut payloads = Vec::new();
+                        for entity in &entities {
+                            counter += 1;
+                            let payload = json!({"n": counter, "pad": "m".repeat(120)});
+                            let coord = Coordinate::new(name(*entity), "s").unwrap();
+                            batch.push(BatchItem::new(&coord, KIND, &payload).unwrap());
+                            payloads.push(payload);
+                        }
+                        let receipts = live.append_batch(&batch).unwrap();
+                        match key.and_then(|k| model.keys.get(&format!("batch-{k}"))) {
+                            Some(earlier) => prop_assert_eq!(&receipts, earlier),
+                            None => {
+                                for ((receipt, entity), payload) in receipts.iter().zip(&entities).zip(payloads) {
+                                    prop_assert_eq!(receipt.sequence, model.next);
+                                    model.next += 1;
+                                    *model.clocks.entry(name(*entity)).or_default() += 1;
+                                    model.events.insert(receipt.sequence, (name(*entity), payload, false));
+                                }
+                                if let Some(key) = key {
+                                    model.keys.insert(format!("batch-{key}"), receipts);
+                                }
+                            }
+                        }
+                    }
+                    Op::DropEntity(entity) => {
+                        live.compact(&Compaction::new().drop_entity(name(entity))).unwrap();
+                        model.events.retain(|_, (e, _, _)| *e != name(entity));
+                    }
+                    Op::DropBefore(percent) => {
+                        let bound = model.next * u64::from(percent) / 100;
+                        live.compact(&Compaction::new().drop_before_sequence(bound)).unwrap();
+                        model.events.retain(|s, _| *s >= bound);
+                    }
+                    Op::Redact(entity) => {
+                        live.compact(&Compaction::new().redact_entity(name(entity))).unwrap();
+                        for (e, _, redacted) in model.events.values_mut() {
+                            if *e == name(entity) {
+                                *redacted = true;
+                            }
+                        }
+                    }
+                    Op::Reopen => {
+                        store.take().unwrap().close().unwrap();
+                        store = Some(Store::open(config()).unwrap());
+                    }
+                }
+                check(store.as_ref().unwrap(), &model)?;
+            }
+            let live = store.take().unwrap();
+            let report = live.verify().unwrap();
+            prop_assert!(report.is_clean(), "{:#?}", report.damage);
+            live.close().unwrap();
+            let reopened = Store::open(config()).unwrap();
+            check(&reopened, &model)?;
+            prop_assert!(reopened.verify().unwrap().is_clean());
+        }
+    }
 }

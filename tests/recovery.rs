@@ -341,6 +341,48 @@ fn read_only_open_works_beside_a_writer_and_refresh_sees_new_events() {
 }
 
 #[test]
+fn repeated_refreshes_follow_a_writer_across_rotations_event_for_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(
+        StoreConfig::new(dir.path())
+            .with_segment_max_bytes(4096)
+            .with_sync_every_n_events(7),
+    )
+    .unwrap();
+    writer.append(&coord("a"), K, &0).unwrap();
+    writer.sync().unwrap();
+    let reader = Store::open_read_only(StoreConfig::new(dir.path())).unwrap();
+    let all = |store: &Store| -> Vec<StoredEvent> {
+        store.query(&Region::all()).map(Result::unwrap).collect()
+    };
+    for round in 0..40 {
+        for i in 0..(round % 5) * 3 {
+            writer
+                .append(
+                    &coord(&format!("e{}", i % 3)),
+                    K,
+                    &json!({"r": round, "i": i}),
+                )
+                .unwrap();
+        }
+        if round % 4 == 1 {
+            let mut batch = Batch::new();
+            batch
+                .add(&coord("b"), K, &json!({"pad": "x".repeat(300)}))
+                .unwrap();
+            batch.add(&coord("c"), K, &round).unwrap();
+            writer.append_batch(&batch).unwrap();
+        }
+        writer.sync().unwrap();
+        reader.refresh().unwrap();
+        assert_eq!(all(&reader), all(&writer), "round {round}");
+    }
+    assert!(segments(dir.path()).len() > 3, "the writer rotated");
+    writer.close().unwrap();
+    reader.close().unwrap();
+}
+
+#[test]
 fn a_missing_directory_is_an_error_for_read_only_open() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");

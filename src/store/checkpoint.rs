@@ -527,7 +527,8 @@ impl Inner {
         while low < high {
             let mid = low + (high - low) / 2;
             match index.entry_any(mid) {
-                Some(entry) if entry.segment < active_id => low = mid + 1,
+                // Removed events are always in sealed segments.
+                Some(entry) if entry.segment < active_id || entry.is_dropped() => low = mid + 1,
                 _ => high = mid,
             }
         }

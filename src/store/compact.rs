@@ -7,10 +7,12 @@
 //! **stub** (a frame with the payload redacted and the `STUB` flag) when
 //! something still needs it:
 //!
-//! - it is the last removed event of its entity in a run within the segment:
-//!   the stub carries the entity's clock and chain link, so the next kept
-//!   event (in this segment or a later one) still links up, and appends to
-//!   the entity continue its clock and chain;
+//! - it is the last removed event before a kept event of its entity, or
+//!   the entity's last record of all: the stub carries the entity's clock and
+//!   chain link, so the next kept event still links up, and appends to the
+//!   entity continue its clock and chain (segments are processed newest
+//!   first, so "the next record" may be in a later segment: on disk a gap is
+//!   always followed by a stub, after every step);
 //! - its unit (a single append or an atomic batch) carried an idempotency
 //!   key: the key survives, and a retry is answered with the original
 //!   receipts, read from the stubs;
@@ -154,6 +156,20 @@ enum Fate {
     Vanish,
 }
 
+/// Progress of a compaction, for progress bars
+/// ([`Store::compact_with_progress`](crate::Store::compact_with_progress)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionProgress {
+    /// Sealed segments looked at so far.
+    pub segments_done: u32,
+    /// Sealed segments to look at.
+    pub segments_total: u32,
+    /// Bytes of those segments read so far.
+    pub bytes_done: u64,
+    /// Bytes of all sealed segments.
+    pub bytes_total: u64,
+}
+
 /// What [`Store::compact`](crate::Store::compact) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CompactionReport {
@@ -205,7 +221,11 @@ struct Rewrite {
 }
 
 impl Inner {
-    pub(crate) fn compact(&self, policy: &Compaction) -> Result<CompactionReport, StoreError> {
+    pub(crate) fn compact(
+        &self,
+        policy: &Compaction,
+        progress: &mut dyn FnMut(&CompactionProgress),
+    ) -> Result<CompactionReport, StoreError> {
         let started = Instant::now();
         let mut report = CompactionReport::default();
         // One compaction at a time, and no footer writing or snapshot copying
@@ -231,23 +251,40 @@ impl Inner {
         let Some(active_id) = active_id else {
             return Err(StoreError::ReadOnly);
         };
-        let sealed: Vec<u32> = self
+        let sealed: Vec<(u32, u64)> = self
             .segments
             .read()
-            .keys()
-            .copied()
-            .filter(|id| *id < active_id)
+            .iter()
+            .filter(|(id, _)| **id < active_id)
+            .map(|(id, reader)| (*id, std::fs::metadata(&reader.path).map_or(0, |m| m.len())))
             .collect();
-        for id in sealed {
+        let mut step = CompactionProgress {
+            segments_done: 0,
+            segments_total: sealed.len() as u32,
+            bytes_done: 0,
+            bytes_total: sealed.iter().map(|(_, len)| len).sum(),
+        };
+        progress(&step);
+        // Newest first: see `plan`. The active segment holds no events yet
+        // (it was just sealed), or only ones appended since, which are kept.
+        let mut later: HashMap<String, bool> = HashMap::new();
+        for (id, len) in sealed.into_iter().rev() {
+            step.segments_done += 1;
+            step.bytes_done += len;
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(StoreError::Closed);
             }
             report.segments_examined += 1;
             let path = self.segment_path(id);
             let old = read_segment(self, &path)?;
-            let Some(rewrite) = rewrite_segment(policy, id, &path, &old)? else {
+            let Some(rewrite) = rewrite_segment(policy, &mut later, id, &path, &old)? else {
+                progress(&step);
                 continue;
             };
+            if report.segments_rewritten == 0 {
+                // Cached projections may hold what is about to be removed.
+                self.clear_projection_cache()?;
+            }
             self.commit_rewrite(id, &path, &rewrite)?;
             maintenance.footers.remove(&id);
             maintenance.compacted.insert(id);
@@ -266,9 +303,41 @@ impl Inner {
                 bytes_after = rewrite.bytes.len(),
                 "compacted segment"
             );
+            progress(&step);
+        }
+        if report.segments_rewritten > 0 {
+            // Again: a projection folded during the run saw the old state.
+            self.clear_projection_cache()?;
         }
         report.duration = started.elapsed();
         Ok(report)
+    }
+
+    /// Removes every entry of the store's own projection cache
+    /// (`<store>/projections/`, see [`FileCache::for_store`](crate::FileCache::for_store)):
+    /// states folded from removed or redacted events must not outlive them.
+    /// Caches kept elsewhere are the application's to clear.
+    fn clear_projection_cache(&self) -> Result<(), StoreError> {
+        let root = self.dir().join(crate::FileCache::STORE_SUBDIRECTORY);
+        let Ok(keys) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for key in keys.filter_map(Result::ok) {
+            let key_dir = key.path();
+            let Ok(entries) = std::fs::read_dir(&key_dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                self.io
+                    .remove_file(&path)
+                    .map_err(|e| StoreError::io("remove", &path, e))?;
+            }
+            let _ = std::fs::remove_dir(&key_dir);
+        }
+        self.io
+            .sync_dir(&root)
+            .map_err(|e| StoreError::io("sync directory", &root, e))
     }
 
     /// Writes the new segment under a temporary name, renames it into place
@@ -311,6 +380,7 @@ impl Inner {
             let mut index = self.index.write();
             self.segments.write().insert(id, Arc::new(reader));
             index.apply_rewrite(id, &rewrite.changes);
+            index.trim_removed_prefix();
         }
         // The old footer describes the old file; open would ignore it.
         let footer = dir.join(CHECKPOINT_DIR).join(footer_file_name(id));
@@ -349,6 +419,7 @@ fn read_segment(inner: &Inner, path: &std::path::Path) -> Result<Vec<u8>, StoreE
 /// changes nothing in it.
 fn rewrite_segment(
     policy: &Compaction,
+    later: &mut HashMap<String, bool>,
     id: u32,
     path: &std::path::Path,
     old: &[u8],
@@ -375,7 +446,7 @@ fn rewrite_segment(
             format!("compaction refuses a damaged segment: {reason}"),
         ));
     }
-    let fates = plan(policy, &units);
+    let fates = plan(policy, &units, later);
     let changes_anything = units
         .iter()
         .flatten()
@@ -485,7 +556,16 @@ fn redacted_payload(view: &FrameView<'_>) -> Vec<u8> {
 }
 
 /// Decides the fate of every frame, in segment order.
-fn plan(policy: &Compaction, units: &[Vec<(FrameView<'_>, u64)>]) -> Vec<Fate> {
+///
+/// `later` maps each entity to whether its first record after this segment
+/// (in the segments already processed: compaction goes from the newest
+/// sealed segment to the oldest) is a stub; absent means no later record.
+/// It is updated to describe this segment's first surviving records.
+fn plan(
+    policy: &Compaction,
+    units: &[Vec<(FrameView<'_>, u64)>],
+    later: &mut HashMap<String, bool>,
+) -> Vec<Fate> {
     let decisions: Vec<Decision> = units
         .iter()
         .flatten()
@@ -493,16 +573,22 @@ fn plan(policy: &Compaction, units: &[Vec<(FrameView<'_>, u64)>]) -> Vec<Fate> {
         .collect();
     let mut fates = vec![Fate::Copy; decisions.len()];
     // Backwards: a removed event vanishes only if the next record of its
-    // entity in this segment is removed too (that one, or a later one,
-    // keeps the entity's clock and link as a stub).
-    let mut next_removed: HashMap<&str, bool> = HashMap::new();
+    // entity is removed too (that one, or a later one, keeps the entity's
+    // clock and link as a stub). The next record may be in a later segment,
+    // already rewritten: on disk, a gap is always followed by a stub, at
+    // every step of a run.
     let frames: Vec<&FrameView<'_>> = units.iter().flatten().map(|(v, _)| v).collect();
+    let mut next_removed: HashMap<&str, bool> = HashMap::new();
     for (at, view) in frames.iter().enumerate().rev() {
         let removed = decisions[at] == Decision::Remove;
+        let next_is_stub = match next_removed.get(view.entity) {
+            Some(removed) => *removed,
+            None => later.get(view.entity) == Some(&true),
+        };
         fates[at] = match decisions[at] {
             Decision::Keep => Fate::Copy,
             Decision::Redact => Fate::Redact,
-            Decision::Remove if next_removed.get(view.entity) == Some(&true) => Fate::Vanish,
+            Decision::Remove if next_is_stub => Fate::Vanish,
             Decision::Remove => Fate::Stub,
         };
         next_removed.insert(view.entity, removed);
@@ -525,6 +611,18 @@ fn plan(policy: &Compaction, units: &[Vec<(FrameView<'_>, u64)>]) -> Vec<Fate> {
                 }
             }
         }
+    }
+    // What the next (older) segment will see after this one.
+    let mut first_seen: HashMap<&str, bool> = HashMap::new();
+    for (view, fate) in frames.iter().zip(&fates) {
+        if *fate != Fate::Vanish {
+            first_seen
+                .entry(view.entity)
+                .or_insert(*fate == Fate::Stub || view.is_stub());
+        }
+    }
+    for (entity, is_stub) in first_seen {
+        later.insert(entity.to_string(), is_stub);
     }
     fates
 }

@@ -21,7 +21,7 @@ mod snapshot;
 mod verify;
 
 pub use checkpoint::{IgnoredFile, CHECKPOINT_EVERY, CHECKPOINT_EVERY_EVENTS};
-pub use compact::{Compaction, CompactionReport};
+pub use compact::{Compaction, CompactionProgress, CompactionReport};
 pub use config::{RecoveryMode, StoreConfig, SyncMode, PAYLOAD_MAX_BYTES_LIMIT};
 pub use error::StoreError;
 pub use options::{
@@ -508,7 +508,16 @@ impl Store {
     /// # Ok::<(), batpak::StoreError>(())
     /// ```
     pub fn compact(&self, policy: &Compaction) -> Result<CompactionReport, StoreError> {
-        self.inner.compact(policy)
+        self.inner.compact(policy, &mut |_| {})
+    }
+
+    /// [`Store::compact`] with a callback after each segment, for progress bars.
+    pub fn compact_with_progress(
+        &self,
+        policy: &Compaction,
+        progress: &mut dyn FnMut(&CompactionProgress),
+    ) -> Result<CompactionReport, StoreError> {
+        self.inner.compact(policy, progress)
     }
 
     /// Counts, sizes, sequences, durability frontier, and the open report.

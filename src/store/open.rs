@@ -233,18 +233,6 @@ fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-fn read_whole(file: &dyn StorageFile, path: &Path) -> Result<Vec<u8>, StoreError> {
-    let len = file.len().map_err(|e| StoreError::io("stat", path, e))?;
-    let len =
-        usize::try_from(len).map_err(|_| StoreError::corrupt(path, 0, "segment too large"))?;
-    let mut bytes = vec![0u8; len];
-    let got = file
-        .read_at(&mut bytes, 0)
-        .map_err(|e| StoreError::io("read", path, e))?;
-    bytes.truncate(got);
-    Ok(bytes)
-}
-
 /// Adds one scanned unit to the index.
 pub(crate) fn index_unit(
     index: &mut Index,
@@ -416,6 +404,7 @@ fn recover(
         let ids: BTreeSet<u32> = readers.keys().copied().collect();
         clean_catalog(io, &catalog, &ids);
     }
+    index.trim_removed_prefix();
     Ok(Pass::Done(Box::new(Recovered {
         index,
         readers,
@@ -504,28 +493,39 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
         .into_iter()
         .filter(|(id, _)| *id >= tail.segment)
         .collect();
-    let mut index = inner.index.write();
     for (position, (id, path)) in segments.iter().enumerate() {
         let is_last = position + 1 == segments.len();
-        // A segment this store already reads is read through the same open
-        // file: if the writer's compaction replaced it since, this store
-        // keeps the view it had until it is reopened.
+        // Only the bytes after what was already indexed are read. A segment
+        // this store already reads is read through the same open file: if
+        // the writer's compaction replaced it since, this store keeps the
+        // view it had until it is reopened.
+        let from = if *id == tail.segment { tail.offset } else { 0 };
         let known = inner.segments.read().get(id).cloned();
         let bytes = match &known {
             Some(reader) => reader
-                .read_all()
+                .read_from(from)
                 .map_err(|e| StoreError::io("read", path, e))?,
             None => {
                 let file = inner
                     .io
                     .open_file(path, false)
                     .map_err(|e| StoreError::io("open", path, e))?;
-                read_whole(file.as_ref(), path)?
+                let len = file.len().map_err(|e| StoreError::io("stat", path, e))?;
+                if len < from {
+                    return Err(StoreError::corrupt(
+                        path,
+                        from,
+                        "segment shrank under a reader",
+                    ));
+                }
+                read_range(file.as_ref(), path, from, len)?
             }
         };
+        // The index is locked for the in-memory work only, not the reads.
+        let mut index = inner.index.write();
         let mut compacted = false;
-        let start = if *id == tail.segment && tail.offset > 0 {
-            tail.offset as usize
+        let start = if from > 0 {
+            0
         } else {
             match SegmentHeader::decode(&bytes) {
                 Ok(header) if header.segment_id == u64::from(*id) => {
@@ -542,17 +542,11 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
                 Err(reason) => return Err(StoreError::corrupt(path, 0, reason)),
             }
         };
-        if start > bytes.len() {
-            return Err(StoreError::corrupt(
-                path,
-                start as u64,
-                "segment shrank under a reader",
-            ));
-        }
-        let mut end = bytes.len() as u64;
+        let mut end = from + bytes.len() as u64;
         let scanned = scan_frames(&bytes, start, index.next_sequence(), compacted, |unit| {
-            index_unit(&mut index, *id, 0, unit)
+            index_unit(&mut index, *id, from, unit)
         });
+        drop(index);
         if let ScanEnd::Damaged {
             cut_offset,
             offset,
@@ -561,10 +555,10 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
         } = scanned
         {
             if !is_last || valid_frame_after {
-                return Err(StoreError::corrupt(path, offset, reason));
+                return Err(StoreError::corrupt(path, from + offset, reason));
             }
             // A write in progress: stop before it and look again later.
-            end = cut_offset;
+            end = from + cut_offset;
         }
         let reader = match known {
             Some(reader) => reader,
@@ -589,9 +583,12 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
         };
     }
     writer.tail = tail;
-    let next = index.next_sequence();
-    index.set_visible(next);
-    drop(index);
+    let next = {
+        let mut index = inner.index.write();
+        let next = index.next_sequence();
+        index.set_visible(next);
+        next
+    };
     inner.publish(next);
     Ok(next - before)
 }

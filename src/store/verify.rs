@@ -209,6 +209,9 @@ fn verify_files(
                 ),
             );
         }
+        if gap_allowed {
+            next_sequence = next_sequence.max(header.first_sequence);
+        }
         let mut at = SEGMENT_HEADER_BYTES;
         // Items of the batch being read: (remaining after this one, offset of its first item).
         let mut open_batch: Option<(u32, u64)> = None;

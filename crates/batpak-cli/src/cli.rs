@@ -136,10 +136,18 @@ Needs the store's writer lock: run it while no other process writes the
 store (a running program calls Store::snapshot itself for online backups).")]
     Snapshot(SnapshotArgs),
 
-    /// Reclaim space under the store's retention policy.
+    /// Reclaim space: remove or redact events under a retention policy.
     #[command(after_help = "\
 Examples:
-  batpak --store ./data compact")]
+  batpak --store ./data compact --drop-entity user:alice --yes
+  batpak --store ./data compact --older-than 90d
+  batpak --store ./data compact --before-sequence 1000000
+  batpak --store ./data compact --redact-entity user:bob --redact-event 0190...
+
+Removed events are gone for good; redacted events keep their header and hash
+chain but lose their payload. Kept events, hash chains, idempotency keys and
+cursor positions stay valid. Needs the store's writer lock: a running program
+calls Store::compact itself.")]
     Compact(CompactArgs),
 
     /// Cut the log at the first damaged frame, dropping everything after it.
@@ -327,7 +335,56 @@ pub struct SnapshotArgs {
 
 /// `compact`.
 #[derive(Debug, Args)]
-pub struct CompactArgs {}
+pub struct CompactArgs {
+    /// Remove every event of this entity (repeatable).
+    #[arg(long, value_name = "ENTITY")]
+    pub drop_entity: Vec<String>,
+
+    /// Remove every event with a sequence below N.
+    #[arg(long, value_name = "N")]
+    pub before_sequence: Option<u64>,
+
+    /// Remove every event older than this age: a number with s, m, h or d (e.g. 90d).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub older_than: Option<std::time::Duration>,
+
+    /// Redact the payload of every event of this entity (repeatable).
+    #[arg(long, value_name = "ENTITY")]
+    pub redact_entity: Vec<String>,
+
+    /// Redact the payload of one event, by id (repeatable).
+    #[arg(long, value_name = "EVENT_ID")]
+    pub redact_event: Vec<batpak::EventId>,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// Parses `90d`, `12h`, `30m`, `45s`.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}`: expected a number followed by s, m, h or d"
+            ))
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number followed by s, m, h or d"))?;
+    number
+        .checked_mul(seconds_per)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{text}`: too large"))
+}
 
 /// `repair`.
 #[derive(Debug, Args)]

@@ -982,13 +982,56 @@ fn snapshot_writes_a_copy_that_opens_and_verifies() {
 }
 
 #[test]
-fn compact_says_it_is_unavailable() {
+fn compact_removes_and_redacts_under_a_policy_and_the_store_still_verifies() {
     let sample = sample_store();
+    let before = read_all(sample.path());
+    let bob_events = before
+        .iter()
+        .filter(|e| e.coordinate.entity() == "player:bob")
+        .count() as u64;
+    assert!(bob_events > 0);
+    // A policy is required, and the question defaults to no.
+    batpak(sample.path()).arg("compact").assert().code(2);
     batpak(sample.path())
-        .arg("compact")
+        .args(["compact", "--drop-entity", "player:bob"])
+        .write_stdin("n\n")
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("not available in this build"));
+        .stderr(predicate::str::contains("cancelled"));
+    assert_eq!(read_all(sample.path()), before);
+
+    let output = batpak(sample.path())
+        .args([
+            "--json",
+            "compact",
+            "--drop-entity",
+            "player:bob",
+            "--redact-entity",
+            "order:1",
+            "--yes",
+        ])
+        .assert()
+        .success();
+    let report = json_of(&output.get_output().stdout);
+    assert_eq!(report["compaction"]["events_removed"], bob_events);
+    assert!(report["compaction"]["events_redacted"].as_u64().unwrap() > 0);
+    let after = read_all(sample.path());
+    assert_eq!(after.len() as u64, before.len() as u64 - bob_events);
+    for event in &after {
+        assert_ne!(event.coordinate.entity(), "player:bob");
+        assert_eq!(event.redacted, event.coordinate.entity() == "order:1");
+    }
+    assert_eq!(verify_json(sample.path(), 0)["damage"], json!([]));
+    batpak(sample.path())
+        .args(["compact", "--older-than", "3x", "--yes"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("s, m, h or d"));
+    batpak(sample.path())
+        .args(["compact", "--older-than", "1d", "--yes"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 event(s) removed"));
 }
 
 // ---- usage ----------------------------------------------------------------

@@ -99,15 +99,22 @@ impl SegmentReader {
         })
     }
 
-    /// The whole file as it is now (through this reader's open file, which
-    /// may be a replaced one).
-    pub(crate) fn read_all(&self) -> io::Result<Vec<u8>> {
+    /// The file from `offset` to its end as it is now (through this reader's
+    /// open file, which may be a replaced one).
+    pub(crate) fn read_from(&self, offset: u64) -> io::Result<Vec<u8>> {
+        let shrank = || {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "segment shrank under a reader",
+            )
+        };
+        let start = usize::try_from(offset).map_err(|_| shrank())?;
         if let Some(map) = &self.map {
-            return Ok(map.to_vec());
+            return map.get(start..).map(<[u8]>::to_vec).ok_or_else(shrank);
         }
         let len = usize::try_from(self.file.metadata()?.len()).unwrap_or(usize::MAX);
-        let mut bytes = vec![0u8; len];
-        let got = read_full_at(&self.file, &mut bytes, 0)?;
+        let mut bytes = vec![0u8; len.checked_sub(start).ok_or_else(shrank)?];
+        let got = read_full_at(&self.file, &mut bytes, offset)?;
         bytes.truncate(got);
         Ok(bytes)
     }
