@@ -719,6 +719,95 @@ impl Shadow {
 }
 
 // ---------------------------------------------------------------------------
+// Decoders for the fuzzers.
+
+/// The crate's internal decoders, for the fuzz targets in `fuzz/` and their
+/// short proptest runs (`tests/chaos_fuzz.rs`): the event frame decoder and
+/// the index image (footer and checkpoint) loader. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::store::index::footer::decode_image;
+    use crate::store::index::Index;
+    use crate::store::log::frame::{decode_frame as decode, encode_frame};
+    use crate::{EventHash, EventId, EventKind};
+
+    /// What a frame decoded to.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct DecodedFrame {
+        /// Bytes the frame occupies, length and checksum words included.
+        pub frame_len: usize,
+        /// Global sequence.
+        pub sequence: u64,
+        /// Entity clock.
+        pub clock: u64,
+        /// Timestamp, µs since the Unix epoch.
+        pub timestamp_us: i64,
+        /// Event id.
+        pub event_id: EventId,
+        /// Items of its batch after it.
+        pub batch_remaining: u32,
+        /// Event kind.
+        pub kind: EventKind,
+        /// Event flags.
+        pub flags: u16,
+        /// Payload schema version.
+        pub schema_version: u16,
+        /// Explicit correlation id.
+        pub correlation_id: Option<EventId>,
+        /// Causation id.
+        pub causation_id: Option<EventId>,
+        /// Idempotency key.
+        pub idempotency_key: Option<Vec<u8>>,
+        /// Entity name.
+        pub entity: String,
+        /// Scope name.
+        pub scope: String,
+        /// Payload bytes.
+        pub payload: Vec<u8>,
+        /// Hash-chain link.
+        pub hash: Option<EventHash>,
+        /// The decoded fields encoded again by the writer's encoder.
+        pub reencoded: Vec<u8>,
+    }
+
+    /// Decodes the frame at the start of `bytes` as recovery and reads do.
+    pub fn decode_frame(bytes: &[u8]) -> Result<DecodedFrame, String> {
+        let view = decode(bytes).map_err(|error| error.to_string())?;
+        let mut reencoded = Vec::new();
+        encode_frame(&view.fields(), view.hash.as_ref(), &mut reencoded);
+        Ok(DecodedFrame {
+            frame_len: view.frame_len,
+            sequence: view.sequence,
+            clock: view.clock,
+            timestamp_us: view.timestamp_us,
+            event_id: view.event_id,
+            batch_remaining: view.batch_remaining,
+            kind: view.kind,
+            flags: view.flags,
+            schema_version: view.schema_version,
+            correlation_id: view.correlation_id,
+            causation_id: view.causation_id,
+            idempotency_key: view.idempotency_key.map(<[u8]>::to_vec),
+            entity: view.entity.to_string(),
+            scope: view.scope.to_string(),
+            payload: view.payload.to_vec(),
+            hash: view.hash,
+            reencoded,
+        })
+    }
+
+    /// Checks an index image (footer or checkpoint) completely and loads it
+    /// into an empty index, as opening a store does for its first segment.
+    /// Returns the number of events it describes.
+    pub fn load_index_image(bytes: &[u8]) -> Result<u64, String> {
+        let view = decode_image(bytes)?;
+        let mut index = Index::default();
+        index.apply_image(&view)?;
+        Ok(view.events)
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The seam wrapper.
 
 fn injected_error(point: IoPoint) -> io::Error {

@@ -164,13 +164,14 @@ fn flip_and_check(
     handle.write_all_at(&byte, at).unwrap();
 }
 
-fn report(name: &str, counts: &Counts) {
+/// Prints the campaign's summary line (`cargo xtask chaos` reads it) and
+/// fails on any violation. `changes` counts the damage done, named `label`.
+fn report(name: &str, changes: u64, label: &str, counts: &Counts) {
     for violation in counts.violations.iter().take(20) {
         println!("VIOLATION {violation}");
     }
     println!(
-        "{name}: {} flips, {} reported by verify, {} refused by open, {} reads failed, {} violations",
-        counts.flips,
+        "{name}: {changes} {label}, {} reported by verify, {} refused by open, {} reads failed, {} violations",
         counts.detected_by_verify,
         counts.open_refused,
         counts.reads_failed,
@@ -209,7 +210,7 @@ fn every_byte_flip_of_a_small_multi_segment_store_is_detected_and_never_read_as_
             );
         }
     }
-    report("exhaustive flip campaign", &counts);
+    report("exhaustive flip campaign", counts.flips, "flips", &counts);
 }
 
 #[test]
@@ -246,7 +247,7 @@ fn random_byte_flips_of_a_larger_store_are_detected_and_never_read_as_data() {
             &mut counts,
         );
     }
-    report("random flip campaign", &counts);
+    report("random flip campaign", counts.flips, "flips", &counts);
 }
 
 #[test]
@@ -312,6 +313,5 @@ fn truncated_segments_open_to_a_true_prefix_or_fail_typed() {
         }
         fs::write(file, &original).unwrap();
     }
-    println!("truncation campaign: {truncations} truncations");
-    report("truncation campaign", &counts);
+    report("truncation campaign", truncations, "truncations", &counts);
 }

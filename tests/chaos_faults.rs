@@ -41,9 +41,20 @@ enum Operation {
     RecoverHalfCreatedSegment,
     /// Opening (creating) a store in an empty directory.
     OpenFresh,
+    /// `Store::checkpoint` with relaxed events pending and sealed segments
+    /// without footers: the sync, the footers and the checkpoint (create,
+    /// write, sync, rename, directory sync, removal of leftovers).
+    Checkpoint,
+    /// Committing a named cursor's position (`cursors/`).
+    CursorSave,
+    /// `Store::snapshot` into a fresh directory.
+    Snapshot,
+    /// `Store::compact` dropping one entity from several sealed segments
+    /// (sealing the active one first).
+    Compact,
 }
 
-const OPERATIONS: [Operation; 9] = [
+const OPERATIONS: [Operation; 13] = [
     Operation::Append,
     Operation::DurableAppend,
     Operation::RelaxedThenSync,
@@ -53,6 +64,10 @@ const OPERATIONS: [Operation; 9] = [
     Operation::RecoverTornTail,
     Operation::RecoverHalfCreatedSegment,
     Operation::OpenFresh,
+    Operation::Checkpoint,
+    Operation::CursorSave,
+    Operation::Snapshot,
+    Operation::Compact,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +102,10 @@ impl Kind {
 
 fn config(dir: &Path, operation: Operation) -> StoreConfig {
     let cadence = match operation {
-        Operation::DurableAppend | Operation::RelaxedThenSync | Operation::Close => 1000,
+        Operation::DurableAppend
+        | Operation::RelaxedThenSync
+        | Operation::Close
+        | Operation::Checkpoint => 1000,
         _ => 1,
     };
     StoreConfig::new(dir)
@@ -104,7 +122,24 @@ struct Run {
     /// The operation under test returned an error.
     errored: bool,
     calls: [u64; 9],
+    extra: Extra,
 }
+
+/// What operations other than appends promised, to check after the run.
+#[derive(Default)]
+struct Extra {
+    /// Named cursor `CURSOR`: the committed position before the commit
+    /// under test, the one it tried to commit, and whether it succeeded.
+    cursor: Option<(u64, u64, bool)>,
+    /// The snapshot's parent directory, and the cut it reported if it
+    /// succeeded.
+    snapshot: Option<(tempfile::TempDir, Option<u64>)>,
+}
+
+const CURSOR: &str = "chaos";
+/// The entity the compaction under test drops.
+const DROPPED: &str = "e1";
+const SNAPSHOT: &str = "snapshot";
 
 fn append_tagged(
     store: &Store,
@@ -183,6 +218,7 @@ fn operate(
     operation: Operation,
     faults: &Arc<FaultInjector>,
     ledger: &mut Ledger,
+    extra: &mut Extra,
     arm: &dyn Fn(),
 ) -> bool {
     let crashed = || faults.crashed();
@@ -213,6 +249,37 @@ fn operate(
         )
         .expect("setup append");
     }
+    if operation == Operation::Compact {
+        // Several segments, each with events of the dropped entity.
+        for i in 0..20 {
+            append_tagged(
+                &store,
+                ledger,
+                &format!("e{}", i % 3),
+                200,
+                AppendOptions::new(),
+                true,
+                &crashed,
+            )
+            .expect("setup segments");
+        }
+    }
+    if operation == Operation::Checkpoint {
+        // Sealed segments without footers (no maintenance thread runs
+        // under fault injection), so the checkpoint writes footers too.
+        for i in 0..20 {
+            append_tagged(
+                &store,
+                ledger,
+                &format!("e{}", i % 3),
+                200,
+                AppendOptions::new(),
+                false,
+                &crashed,
+            )
+            .expect("setup rotation");
+        }
+    }
     let relaxed = config(dir, operation).sync_every_n_events() > 1;
     if relaxed {
         for i in 0..3 {
@@ -227,6 +294,16 @@ fn operate(
             )
             .expect("setup relaxed append");
         }
+    }
+    let mut cursor = None;
+    if operation == Operation::CursorSave {
+        let mut named = store
+            .named_cursor(CURSOR, &Region::all())
+            .expect("setup cursor");
+        named.poll_batch(1).expect("setup poll");
+        named.commit().expect("setup commit");
+        named.poll_batch(2).expect("setup poll");
+        cursor = Some(named);
     }
     arm();
     let outcome: Result<(), StoreError> = match operation {
@@ -302,6 +379,60 @@ fn operate(
             }
             return closed.is_err();
         }
+        Operation::Checkpoint => {
+            let result = store.checkpoint();
+            if result.is_ok() {
+                // It syncs first: everything acknowledged is durable.
+                ledger.all_durable();
+            }
+            result
+        }
+        Operation::CursorSave => {
+            let mut named = cursor.take().expect("cursor set up above");
+            let before = named.committed_position();
+            let tried = named.position();
+            let result = named.commit();
+            if result.is_ok() && named.committed_position() != tried {
+                panic!(
+                    "commit succeeded but the cursor says {}",
+                    named.committed_position()
+                );
+            }
+            if result.is_err() && named.committed_position() != before {
+                panic!("a failed commit moved the committed position");
+            }
+            extra.cursor = Some((before, tried, result.is_ok()));
+            result
+        }
+        Operation::Snapshot => {
+            let parent = tempfile::tempdir().expect("tempdir");
+            let result = store.snapshot(parent.path().join(SNAPSHOT));
+            let cut = result.as_ref().ok().map(|report| report.next_sequence);
+            if result.is_ok() {
+                // It syncs the cut first, and the cut is every event so far.
+                ledger.all_durable();
+            }
+            extra.snapshot = Some((parent, cut));
+            result.map(|_| ())
+        }
+        Operation::Compact => {
+            let result = store.compact(&Compaction::new().drop_entity(DROPPED));
+            // Each segment commits on its own: after a failure, every
+            // event of the entity is either still there or gone for good.
+            let fate = if result.is_ok() {
+                Status::Removed
+            } else {
+                Status::MaybeRemoved
+            };
+            for entry in &mut ledger.entries {
+                if entry.entity == DROPPED
+                    && matches!(entry.status, Status::Durable | Status::Relaxed)
+                {
+                    entry.status = fate;
+                }
+            }
+            result.map(|_| ())
+        }
         _ => unreachable!("handled above"),
     };
     if outcome.is_ok() {
@@ -321,10 +452,18 @@ fn start(operation: Operation, arm: impl Fn(&FaultInjector)) -> Run {
         .adopt_existing(dir.path())
         .expect("adopt the prepared files");
     let calls_before = std::cell::Cell::new([0; 9]);
-    let errored = operate(dir.path(), operation, &faults, &mut ledger, &|| {
-        calls_before.set(faults.all_calls());
-        arm(&faults);
-    });
+    let mut extra = Extra::default();
+    let errored = operate(
+        dir.path(),
+        operation,
+        &faults,
+        &mut ledger,
+        &mut extra,
+        &|| {
+            calls_before.set(faults.all_calls());
+            arm(&faults);
+        },
+    );
     let calls_before = calls_before.get();
     let after = faults.all_calls();
     let calls: [u64; 9] = std::array::from_fn(|i| after[i] - calls_before[i]);
@@ -334,7 +473,76 @@ fn start(operation: Operation, arm: impl Fn(&FaultInjector)) -> Run {
         ledger,
         errored,
         calls,
+        extra,
     }
+}
+
+/// The named cursor's stored position after a reopen: the new one if the
+/// commit succeeded (it is durable then, even across a power loss), else
+/// the old or the new one.
+fn cursor_is_true(store: &Store, cursor: Option<(u64, u64, bool)>) -> Result<(), String> {
+    let Some((before, tried, committed)) = cursor else {
+        return Ok(());
+    };
+    let named = store
+        .named_cursor(CURSOR, &Region::all())
+        .map_err(|e| format!("named cursor after reopen: {e}"))?;
+    let position = named.position();
+    let allowed = if committed {
+        position == tried
+    } else {
+        position == before || position == tried
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "named cursor at {position} after reopen; before {before}, commit of {tried} {}",
+            if committed { "succeeded" } else { "failed" }
+        ))
+    }
+}
+
+/// A snapshot that succeeded opens, verifies and holds exactly the events
+/// acknowledged before it; one that failed left no directory behind.
+fn snapshot_is_true(extra: &Extra, ledger: &Ledger) -> Result<(), String> {
+    let Some((parent, cut)) = &extra.snapshot else {
+        return Ok(());
+    };
+    let dir = parent.path().join(SNAPSHOT);
+    let Some(cut) = cut else {
+        return if dir.exists() {
+            Err("a failed snapshot left its directory behind".into())
+        } else {
+            Ok(())
+        };
+    };
+    let copy = Store::open_read_only(StoreConfig::new(&dir))
+        .map_err(|e| format!("the snapshot does not open: {e}"))?;
+    let mut expected: Vec<(u64, u64)> = ledger
+        .entries
+        .iter()
+        .filter_map(|e| e.sequence.map(|s| (s, e.tag)))
+        .filter(|(s, _)| s < cut)
+        .collect();
+    expected.sort();
+    let got: Vec<(u64, u64)> = copy
+        .query(&Region::all())
+        .map(|e| e.map(|e| (e.header.sequence, e.payload["tag"].as_u64().unwrap_or(0))))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reading the snapshot: {e}"))?;
+    if got != expected || copy.next_sequence() != *cut {
+        return Err(format!(
+            "snapshot (cut {cut}) holds {got:?}, expected {expected:?}"
+        ));
+    }
+    let report = copy
+        .verify()
+        .map_err(|e| format!("verifying the snapshot: {e}"))?;
+    if !report.is_clean() {
+        return Err(format!("the snapshot is damaged: {:?}", report.damage));
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -388,6 +596,13 @@ fn check_run(
         ledger.failures_maybe();
     }
     let cfg = |dir: &Path| config(dir, operation);
+    if let Err(violation) = snapshot_is_true(&run.extra, &run.ledger) {
+        totals
+            .violations
+            .push(format!("{name} seed {seed}: {violation}"));
+    }
+    let cursor = run.extra.cursor;
+    let cursor_check = move |store: &Store| cursor_is_true(store, cursor);
     // Images first: reopening the directory changes it.
     for image in 0..images {
         let image_seed = seed.wrapping_add(image);
@@ -408,7 +623,7 @@ fn check_run(
         let retry = || reopen_and_check(image_copy.path(), cfg, &maybe, true);
         totals.judge(
             format!("{name} seed {seed}: crash image {image_seed}"),
-            reopen_and_check(dest.path(), cfg, &ledger, true),
+            reopen_and_check_with(dest.path(), cfg, &ledger, true, &cursor_check),
             kind.cut_back_impossible(point, true)
                 .then_some(&retry as &dyn Fn() -> Result<u64, String>),
         );
@@ -421,7 +636,7 @@ fn check_run(
     let retry = || reopen_and_check(dir_copy.path(), cfg, &maybe, true);
     totals.judge(
         format!("{name} seed {seed}: reopened directory"),
-        reopen_and_check(run.dir.path(), cfg, &ledger, run.errored),
+        reopen_and_check_with(run.dir.path(), cfg, &ledger, run.errored, &cursor_check),
         kind.cut_back_impossible(point, false)
             .then_some(&retry as &dyn Fn() -> Result<u64, String>),
     );
@@ -433,11 +648,18 @@ fn maybe_ledger(ledger: &Ledger) -> Ledger {
     maybe
 }
 
+/// Copies a store directory with its subdirectories (`cursors/`,
+/// `checkpoints/`).
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("list") {
         let entry = entry.expect("entry");
-        if entry.file_type().expect("type").is_file() {
+        let kind = entry.file_type().expect("type");
+        if kind.is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        } else if kind.is_dir() {
+            let sub = to.join(entry.file_name());
+            std::fs::create_dir_all(&sub).expect("mkdir");
+            copy_dir(&entry.path(), &sub);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Model check with faults and crashes: random sequences of appends (some
 //! with clock expectations, idempotency keys or `durable()`), batches,
-//! syncs, reopens, crash images and injected I/O faults, run against the
+//! syncs, reopens, crash images, injected I/O faults and compactions
+//! (dropping an entity, dropping before a sequence, redacting an entity or
+//! one event; the model removes and redacts the same events), run against the
 //! store and against an in-memory model. Every observable result must agree,
 //! except where the contract allows a "maybe": an acknowledged relaxed event
 //! may be lost to a crash or a failed sync (only as a suffix), an operation
@@ -46,6 +48,7 @@ struct Stats {
     crashes: u64,
     reopens: u64,
     errors: u64,
+    compactions: u64,
 }
 
 fn config(dir: &Path, cadence: u32) -> StoreConfig {
@@ -96,8 +99,75 @@ impl World {
         visible
     }
 
+    /// An entity's clock: its visible events and those compaction removed.
     fn clock(&self, entity: &str) -> u64 {
-        self.visible().iter().filter(|e| e.entity == entity).count() as u64
+        self.ledger
+            .entries
+            .iter()
+            .filter(|e| e.entity == entity)
+            .filter(|e| {
+                matches!(
+                    e.status,
+                    Status::Durable | Status::Relaxed | Status::Removed
+                )
+            })
+            .count() as u64
+    }
+
+    /// The next sequence: past every visible or removed event.
+    fn next_sequence(&self) -> u64 {
+        self.ledger
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.status,
+                    Status::Durable | Status::Relaxed | Status::Removed
+                )
+            })
+            .filter_map(|e| e.sequence)
+            .max()
+            .map_or(0, |s| s + 1)
+    }
+
+    /// The tag of a stored event: from its payload, or for a redacted one
+    /// from the model, by sequence.
+    fn tag_of(&self, event: &StoredEvent) -> Option<u64> {
+        if event.redacted {
+            self.ledger
+                .entries
+                .iter()
+                .find(|e| e.redacted && e.sequence == Some(event.header.sequence))
+                .map(|e| e.tag)
+        } else {
+            event.payload["tag"].as_u64()
+        }
+    }
+
+    /// Compaction under `policy`, without faults: it must succeed, and the
+    /// model removes and redacts the same events.
+    fn compact(
+        &mut self,
+        policy: Compaction,
+        removes: &dyn Fn(&Entry) -> bool,
+        redacts: &dyn Fn(&Entry) -> bool,
+    ) -> Result<(), String> {
+        self.stats.compactions += 1;
+        self.store()
+            .compact(&policy)
+            .map_err(|e| format!("compaction {policy:?} failed without a fault: {e}"))?;
+        for entry in &mut self.ledger.entries {
+            if !matches!(entry.status, Status::Durable | Status::Relaxed) {
+                continue;
+            }
+            if removes(entry) {
+                entry.status = Status::Removed;
+                entry.redacted = false;
+            } else if redacts(entry) {
+                entry.redacted = true;
+            }
+        }
+        Ok(())
     }
 
     /// After a reopen or crash: check the store against the ledger, then
@@ -110,7 +180,7 @@ impl World {
             .map(|e| e.map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
-            .filter_map(|e| e.payload["tag"].as_u64().map(|t| (t, e.header.sequence)))
+            .filter_map(|e| self.tag_of(&e).map(|t| (t, e.header.sequence)))
             .collect();
         for entry in &mut self.ledger.entries {
             match present.get(&entry.tag) {
@@ -118,6 +188,8 @@ impl World {
                     entry.status = Status::Durable;
                     entry.sequence = Some(sequence);
                 }
+                // Removed by compaction: stays removed (a used sequence).
+                None if entry.status == Status::Removed => {}
                 // Lost (relaxed), failed, or interrupted and absent: it must
                 // never appear from now on.
                 None => {
@@ -130,9 +202,10 @@ impl World {
             .ledger
             .entries
             .iter()
-            .filter(|e| e.status == Status::Durable)
+            .filter(|e| matches!(e.status, Status::Durable | Status::Removed))
             .map(|e| e.unit)
             .collect();
+        // Compaction keeps the keys of removed units.
         self.keys.retain(|_, unit| units_present.contains(unit));
         Ok(())
     }
@@ -225,7 +298,7 @@ impl World {
                 if self.poisoned {
                     return Err("a poisoned store acknowledged an append".into());
                 }
-                let next = self.visible().len() as u64;
+                let next = self.next_sequence();
                 let mut clocks: HashMap<String, u64> = HashMap::new();
                 for (i, (receipt, (_, entity, _))) in receipts.iter().zip(items).enumerate() {
                     let clock = clocks
@@ -316,10 +389,7 @@ impl World {
             return Ok(());
         }
         let visible = self.visible();
-        let got: Vec<u64> = events
-            .iter()
-            .filter_map(|e| e.payload["tag"].as_u64())
-            .collect();
+        let got: Vec<u64> = events.iter().filter_map(|e| self.tag_of(e)).collect();
         let want: Vec<u64> = visible.iter().map(|e| e.tag).collect();
         if got != want {
             let probe: Vec<String> = (0..store.next_sequence())
@@ -464,6 +534,46 @@ fn run_case(seed: u64, steps: u64, stats: &mut Stats) -> Result<(), String> {
                 }
                 Ok(())
             }
+            94..=96 if !world.armed && !world.faulted() => {
+                let entity = format!("e{}", rng.u8(..4));
+                let next = world.store().next_sequence();
+                match rng.u8(..4) {
+                    0 => {
+                        let dropped = entity.clone();
+                        world.compact(
+                            Compaction::new().drop_entity(entity),
+                            &|e| e.entity == dropped,
+                            &|_| false,
+                        )
+                    }
+                    1 => {
+                        let before = rng.u64(..=next);
+                        world.compact(
+                            Compaction::new().drop_before_sequence(before),
+                            &|e| e.sequence.is_some_and(|s| s < before),
+                            &|_| false,
+                        )
+                    }
+                    2 => {
+                        let redacted = entity.clone();
+                        world.compact(Compaction::new().redact_entity(entity), &|_| false, &|e| {
+                            e.entity == redacted
+                        })
+                    }
+                    _ => {
+                        let sequence = rng.u64(..next.max(1));
+                        match world.store().get_by_sequence(sequence) {
+                            Ok(Some(event)) => world.compact(
+                                Compaction::new().redact_event(event.header.event_id),
+                                &|_| false,
+                                &|e| e.sequence == Some(sequence),
+                            ),
+                            Ok(None) => Ok(()),
+                            Err(error) => Err(format!("read {sequence}: {error}")),
+                        }
+                    }
+                }
+            }
             _ => world.read_back(),
         };
         if let Some(durable) = world.store.as_ref().and_then(|s| s.durable_sequence()) {
@@ -488,6 +598,7 @@ fn run_case(seed: u64, steps: u64, stats: &mut Stats) -> Result<(), String> {
     stats.crashes += world.stats.crashes;
     stats.reopens += world.stats.reopens;
     stats.errors += world.stats.errors;
+    stats.compactions += world.stats.compactions;
     Ok(())
 }
 
@@ -510,11 +621,12 @@ fn store_matches_model_through_faults_and_crashes() {
         }
     }
     println!(
-        "model campaign: {cases} cases × {steps} steps, {} operations, {} faults injected, {} crash images, {} reopens, {} failed calls, {} violations",
+        "model campaign: {cases} cases × {steps} steps, {} operations, {} faults injected, {} crash images, {} reopens, {} compactions, {} failed calls, {} violations",
         stats.operations,
         stats.faults_injected,
         stats.crashes,
         stats.reopens,
+        stats.compactions,
         stats.errors,
         failures.len()
     );

@@ -63,3 +63,30 @@ fn sync_on_a_poisoned_store_reports_the_failure_instead_of_success() {
         "sync must not claim the lost acknowledged events are durable"
     );
 }
+
+/// Found by the checkpoint-loading fuzz harness (`tests/chaos_fuzz.rs`,
+/// an image spliced with its checksums fixed): open estimates the events it
+/// will index from the image headers and reserves index memory for them
+/// before any image is checked against its segment. A header (checksum
+/// intact) claiming an absurd event count made open try to allocate
+/// exabytes and abort the process. Open must ignore the image instead.
+#[test]
+fn an_image_header_claiming_absurd_event_counts_does_not_abort_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let coord = Coordinate::new("e", "s").unwrap();
+    for i in 0..5 {
+        store.append(&coord, K, &json!(i)).unwrap();
+    }
+    store.close().unwrap();
+    let path = dir.path().join("checkpoints").join("0000000000.checkpoint");
+    let mut image = std::fs::read(&path).unwrap();
+    // Event count (bytes 48..56), then the header checksum (bytes 92..96).
+    image[48..56].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    let crc = crc32fast::hash(&image[..92]);
+    image[92..96].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &image).unwrap();
+    let store = Store::open_read_only(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(store.next_sequence(), 5);
+    assert_eq!(store.open_report().ignored_files.len(), 1);
+}

@@ -104,10 +104,18 @@ fn dropping_an_entity_removes_it_and_keeps_every_other_event_and_chain() {
     assert!(report.bytes_reclaimed() > 0, "{report:?}");
     let keep = |e: &StoredEvent| e.coordinate.entity() != "user:3";
     assert_kept(&before, &all(&store), keep);
+    // The same policy again finds nothing left to do.
+    let again = store
+        .compact(&Compaction::new().drop_entity("user:3"))
+        .unwrap();
+    assert_eq!(again.segments_rewritten, 0, "{again:?}");
+    assert_eq!(again.events_removed, 0);
     assert_eq!(store.stream("user:3").count(), 0);
     assert!(store.entities("user:3").is_empty());
     let verified = assert_verifies(&store);
-    assert!(verified.links_checked > 200);
+    if cfg!(feature = "blake3") {
+        assert!(verified.links_checked > 200);
+    }
     assert!(
         verified.anchors > 0,
         "stubs anchor the removed entity's chain"
@@ -189,6 +197,52 @@ fn retention_by_sequence_and_by_time_drops_only_the_old_events() {
     assert_eq!(all(&store), now);
     assert_verifies(&store);
     assert_eq!(store.next_sequence(), before.len() as u64 + 40);
+}
+
+#[test]
+fn retention_gives_back_the_index_memory_of_the_removed_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(dir.path())
+        .with_segment_max_bytes(64 * 1024)
+        .with_sync_every_n_events(1000);
+    let store = Store::open(config.clone()).unwrap();
+    for i in 0..20_000u64 {
+        let coord = Coordinate::new(format!("device:{}", i % 50), "telemetry").unwrap();
+        store.append(&coord, KIND, &json!({"reading": i})).unwrap();
+    }
+    let before = store.stats().index_memory_bytes;
+    store
+        .compact(&Compaction::new().drop_before_sequence(19_000))
+        .unwrap();
+    let after = store.stats().index_memory_bytes;
+    assert!(after * 5 < before, "index memory {before} -> {after} bytes");
+    assert_eq!(store.stats().events, 1_000);
+    assert_eq!(
+        store.get_by_sequence(19_000).unwrap().unwrap().payload["reading"],
+        19_000
+    );
+    assert!(store.get_by_sequence(18_999).unwrap().is_none());
+    assert_eq!(store.query(&Region::all()).count(), 1_000);
+    assert_eq!(store.stream("device:7").count(), 20);
+    assert_eq!(store.entity_clock("device:7"), 400);
+    store.close().unwrap();
+    let store = Store::open(config).unwrap();
+    let reopened = store.stats().index_memory_bytes;
+    assert!(
+        reopened * 5 < before,
+        "index memory after reopen {reopened} bytes"
+    );
+    assert_eq!(store.query(&Region::all()).count(), 1_000);
+    let receipt = store
+        .append(
+            &Coordinate::new("device:7", "telemetry").unwrap(),
+            KIND,
+            &json!({}),
+        )
+        .unwrap();
+    assert_eq!(receipt.sequence, 20_000);
+    assert_eq!(receipt.clock, 401);
+    assert!(store.verify().unwrap().is_clean());
 }
 
 #[test]

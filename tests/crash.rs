@@ -5,7 +5,10 @@
 //! and that no batch is partly present.
 //!
 //! `cargo test` runs a short campaign (200 kills by default);
-//! `cargo xtask chaos` sets `BATPAK_CRASH_KILLS` for a long one.
+//! `cargo xtask chaos` sets `BATPAK_CRASH_KILLS` for a long one. Every
+//! `BATPAK_CRASH_KILLS_PER_STORE` kills (default 250) the campaign starts
+//! over in a fresh store: each check reads and verifies the whole store, so
+//! one ever-growing store would make a long campaign quadratic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -163,13 +166,29 @@ fn acknowledged_events_survive_sigkill() {
     println!(
         "crash campaign: {kills} kills, base seed {base_seed} (set BATPAK_CRASH_SEED to replay)"
     );
-    let dir = tempfile::tempdir().unwrap();
+    let kills_per_store: u64 = std::env::var("BATPAK_CRASH_KILLS_PER_STORE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(250)
+        .max(1);
+    let mut dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = fastrand::Rng::with_seed(base_seed);
     let mut acknowledged: BTreeMap<u64, EventId> = BTreeMap::new();
     let started = Instant::now();
+    // Events in the stores already finished, and in the current one.
+    let mut stored_before = 0;
     let mut stored = 0;
+    let mut acknowledged_total = 0;
+    let mut stores = 1;
     for kill in 0..kills {
+        if kill > 0 && kill % kills_per_store == 0 {
+            acknowledged_total += acknowledged.len();
+            acknowledged.clear();
+            stored_before += stored;
+            dir = tempfile::tempdir().unwrap();
+            stores += 1;
+        }
         let seed = base_seed.wrapping_mul(1_000_003).wrapping_add(kill);
         let mut child = Command::new(&exe)
             .args([
@@ -215,16 +234,23 @@ fn acknowledged_events_survive_sigkill() {
         }
         match check(dir.path(), &acknowledged) {
             Ok(count) => stored = count,
-            Err(violation) => panic!("kill {kill} (child seed {seed}): {violation}"),
+            Err(violation) => {
+                println!(
+                    "crash campaign: {} kills, {stores} stores, 1 violations",
+                    kill + 1
+                );
+                panic!("kill {kill} (child seed {seed}): {violation}")
+            }
         }
     }
     println!(
-        "crash campaign: {kills} kills, {} acknowledged events, {stored} stored, 0 violations, {:.1}s",
-        acknowledged.len(),
+        "crash campaign: {kills} kills, {stores} stores, {} acknowledged events, {} stored, 0 violations, {:.1}s",
+        acknowledged_total + acknowledged.len(),
+        stored_before + stored,
         started.elapsed().as_secs_f64()
     );
     assert!(
-        kills == 0 || !acknowledged.is_empty(),
+        kills == 0 || acknowledged_total + acknowledged.len() > 0,
         "the children never acknowledged anything"
     );
 }

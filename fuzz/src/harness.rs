@@ -223,3 +223,264 @@ pub fn config_values(data: &[u8]) {
         }
     }
 }
+
+/// The frames of the seed segment, each as its own byte string.
+#[cfg(feature = "dangerous-test-hooks")]
+pub fn seed_frames() -> Vec<Vec<u8>> {
+    let seed = seed_segment();
+    let mut frames = Vec::new();
+    let mut at = 48;
+    while at + 8 <= seed.len() {
+        let body =
+            u32::from_le_bytes([seed[at], seed[at + 1], seed[at + 2], seed[at + 3]]) as usize;
+        let end = at + 8 + body;
+        if body == 0 || end > seed.len() {
+            break;
+        }
+        frames.push(seed[at..end].to_vec());
+        at = end;
+    }
+    frames
+}
+
+#[cfg(feature = "dangerous-test-hooks")]
+/// Writes the length and checksum words of a frame in front of `body`, so
+/// the decoder's layout checks (behind the checksum) see the input.
+pub fn seal_frame(body: &[u8]) -> Vec<u8> {
+    let length = (body.len() as u32).to_le_bytes();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&length);
+    hasher.update(body);
+    let mut frame = length.to_vec();
+    frame.extend_from_slice(&hasher.finalize().to_le_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// The frame decoder: the first byte picks how `data` becomes frame bytes
+/// (as they are; as a body given valid length and checksum words; or a
+/// frame of the seed segment with `data` spliced into its body and the
+/// checksum fixed). Decoding never panics, and a frame that decodes
+/// re-encodes (with the writer's encoder) to bytes that decode to the same
+/// event.
+#[cfg(feature = "dangerous-test-hooks")]
+pub fn frame_decoder(data: &[u8]) {
+    use batpak::fault::fuzzing::decode_frame;
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let bytes = match mode % 3 {
+        0 => rest.to_vec(),
+        1 => seal_frame(rest),
+        _ => {
+            let frames = seed_frames();
+            if frames.is_empty() || rest.len() < 3 {
+                return;
+            }
+            let frame = &frames[usize::from(rest[0]) % frames.len()];
+            let mut body = frame[8..].to_vec();
+            let at = usize::from(u16::from_le_bytes([rest[1], rest[2]])) % (body.len() + 1);
+            for (i, b) in rest[3..].iter().enumerate() {
+                match body.get_mut(at + i) {
+                    Some(slot) => *slot = *b,
+                    None => body.push(*b),
+                }
+            }
+            seal_frame(&body)
+        }
+    };
+    let Ok(decoded) = decode_frame(&bytes) else {
+        return;
+    };
+    assert!(
+        decoded.frame_len <= bytes.len(),
+        "frame longer than its bytes"
+    );
+    let again = decode_frame(&decoded.reencoded).expect("a re-encoded frame decodes");
+    assert_eq!(
+        DecodedEvent::of(&again),
+        DecodedEvent::of(&decoded),
+        "re-encoding changed the event"
+    );
+    assert_eq!(again.frame_len, decoded.reencoded.len());
+    // Bytes after the frame are not part of it.
+    let alone = decode_frame(&bytes[..decoded.frame_len]).expect("the frame alone decodes");
+    assert_eq!(DecodedEvent::of(&alone), DecodedEvent::of(&decoded));
+}
+
+/// A decoded frame without its encoding-specific parts.
+#[cfg(feature = "dangerous-test-hooks")]
+#[derive(Debug, PartialEq, Eq)]
+struct DecodedEvent(batpak::fault::fuzzing::DecodedFrame);
+
+#[cfg(feature = "dangerous-test-hooks")]
+impl DecodedEvent {
+    fn of(frame: &batpak::fault::fuzzing::DecodedFrame) -> DecodedEvent {
+        let mut frame = frame.clone();
+        frame.frame_len = 0;
+        frame.reencoded.clear();
+        DecodedEvent(frame)
+    }
+}
+
+/// A closed store of three segments: the first two sealed with footers, the
+/// last with a checkpoint. Built once per process: its files by name
+/// (`checkpoints/…` for images) and its events (sequence, id).
+pub struct SeedStore {
+    /// Relative path and contents of every file.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Every event, in order.
+    pub events: Vec<(u64, EventId)>,
+}
+
+/// The seed store of [`checkpoint_loading`].
+pub fn seed_store() -> &'static SeedStore {
+    static SEED: std::sync::OnceLock<SeedStore> = std::sync::OnceLock::new();
+    SEED.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StoreConfig::new(dir.path()).with_segment_max_bytes(4096);
+        let store = Store::open(config).expect("open");
+        let kind = EventKind::custom(1, 1);
+        for i in 0..40u32 {
+            let coord = Coordinate::new(format!("e{}", i % 3), "s").expect("coordinate");
+            let options = AppendOptions::new().idempotency_key(format!("k{i}"));
+            store
+                .append_with_options(&coord, kind, &format!("{i}{}", "p".repeat(200)), options)
+                .expect("append");
+        }
+        let events = store
+            .query(&Region::all())
+            .map(|e| e.map(|e| (e.header.sequence, e.header.event_id)))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("read");
+        store.close().expect("close");
+        let mut files = Vec::new();
+        for sub in ["", "checkpoints"] {
+            for entry in std::fs::read_dir(dir.path().join(sub)).expect("list") {
+                let entry = entry.expect("entry");
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().expect("type").is_file() && name != "LOCK" {
+                    let relative = if sub.is_empty() {
+                        name
+                    } else {
+                        format!("{sub}/{name}")
+                    };
+                    files.push((relative, std::fs::read(entry.path()).expect("read")));
+                }
+            }
+        }
+        files.sort();
+        SeedStore { files, events }
+    })
+}
+
+/// Whether both checksums of an index image hold (then it is, as far as
+/// any reader can tell, an image the store wrote).
+fn image_checksums_hold(bytes: &[u8]) -> bool {
+    bytes.len() >= 96
+        && crc32fast::hash(&bytes[96..]).to_le_bytes() == bytes[88..92]
+        && crc32fast::hash(&bytes[..92]).to_le_bytes() == bytes[92..96]
+}
+
+/// Fixes both checksums of an index image.
+fn fix_image_checksums(bytes: &mut [u8]) {
+    if bytes.len() >= 96 {
+        let body = crc32fast::hash(&bytes[96..]).to_le_bytes();
+        bytes[88..92].copy_from_slice(&body);
+        let header = crc32fast::hash(&bytes[..92]).to_le_bytes();
+        bytes[92..96].copy_from_slice(&header);
+    }
+}
+
+/// Checkpoint (index image) loading: one image of the seed store is
+/// replaced or changed, chosen by the first bytes (the checkpoint replaced
+/// whole; the checkpoint or a footer spliced; the same with both checksums
+/// fixed, so the checks behind them see the input). The image is also
+/// decoded and loaded on its own. Then the store is opened read-only and
+/// writable: opening never fails (the log is intact; images are derived),
+/// nothing panics, and unless the image still passes both checksums (a
+/// forgery no reader can tell from a real image) the store holds exactly
+/// the seed's events and verifies clean.
+pub fn checkpoint_loading(data: &[u8]) {
+    let [mode, pick, rest @ ..] = data else {
+        return;
+    };
+    let seed = seed_store();
+    let images: Vec<usize> = seed
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, (name, _))| name.starts_with("checkpoints/"))
+        .map(|(i, _)| i)
+        .collect();
+    if images.is_empty() {
+        return;
+    }
+    let target = images[usize::from(*pick) % images.len()];
+    let mut image = seed.files[target].1.clone();
+    match mode % 3 {
+        0 => image = rest.to_vec(),
+        _ => {
+            if rest.len() >= 2 {
+                let at = usize::from(u16::from_le_bytes([rest[0], rest[1]])) % (image.len() + 1);
+                for (i, b) in rest[2..].iter().enumerate() {
+                    match image.get_mut(at + i) {
+                        Some(slot) => *slot = *b,
+                        None => image.push(*b),
+                    }
+                }
+            }
+            if mode % 3 == 2 {
+                fix_image_checksums(&mut image);
+            }
+        }
+    }
+    #[cfg(feature = "dangerous-test-hooks")]
+    let _ = batpak::fault::fuzzing::load_index_image(&image);
+    let forged = image_checksums_hold(&image) && image != seed.files[target].1;
+    let Ok(dir) = tempfile::tempdir() else { return };
+    if std::fs::create_dir(dir.path().join("checkpoints")).is_err() {
+        return;
+    }
+    for (i, (name, bytes)) in seed.files.iter().enumerate() {
+        let bytes = if i == target { &image } else { bytes };
+        if std::fs::write(dir.path().join(name), bytes).is_err() {
+            return;
+        }
+    }
+    let config = || StoreConfig::new(dir.path()).with_segment_max_bytes(4096);
+    let check = |store: &Store, how: &str| {
+        let events: Result<Vec<(u64, EventId)>, _> = store
+            .query(&Region::all())
+            .take(10_000)
+            .map(|e| e.map(|e| (e.header.sequence, e.header.event_id)))
+            .collect();
+        if forged {
+            read_everything(store);
+            return;
+        }
+        assert_eq!(
+            events.as_ref().ok(),
+            Some(&seed.events),
+            "{how}: a damaged image changed what the store holds"
+        );
+        let report = store.verify().expect("verify runs");
+        assert!(report.is_clean(), "{how}: {report:?}");
+        read_everything(store);
+    };
+    match Store::open_read_only(config()) {
+        Ok(store) => check(&store, "read-only open"),
+        Err(error) => assert!(
+            forged,
+            "read-only open failed over a damaged image: {error}"
+        ),
+    }
+    match Store::open(config()) {
+        Ok(store) => {
+            check(&store, "writable open");
+            let _ = store.close();
+        }
+        Err(error) => assert!(forged, "open failed over a damaged image: {error}"),
+    }
+}

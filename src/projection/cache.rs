@@ -21,14 +21,16 @@
 //! The key and entity are stored in full and checked on load, so two keys or
 //! entities whose file names collide never read each other's state.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{EventSourced, Position};
-use crate::{EventId, Store};
+use crate::store::log::io::{RealIo, StorageIo};
+use crate::{EventId, Store, SyncMode};
 
 const MAGIC: &[u8; 8] = b"BPKPROJ1";
 const HEADER_BYTES: usize = 60;
@@ -187,9 +189,25 @@ impl ProjectionCache for NoCache {
 /// the entry, and the directory synced, so a crash leaves the old entry or
 /// the new one, never a mix. Damaged entries are reported as
 /// [`CacheLookup::Corrupt`] and rebuilt.
+///
+/// A cache made with [`FileCache::for_store`] does its file operations
+/// through the store's I/O layer, so a store opened with a fault injector
+/// (feature `dangerous-test-hooks`) injects faults into cache files too.
 #[derive(Debug, Clone)]
 pub struct FileCache {
     dir: PathBuf,
+    io: Arc<dyn StorageIo>,
+}
+
+/// The I/O layer `store` writes through: the real file system, or (with a
+/// fault injector) the same injector wrapped around it.
+fn io_of(store: &Store) -> Arc<dyn StorageIo> {
+    #[cfg(feature = "dangerous-test-hooks")]
+    if let Some(injector) = &store.config().fault_injector {
+        return crate::fault::wrap(Arc::new(RealIo), injector.clone());
+    }
+    let _ = store;
+    Arc::new(RealIo)
 }
 
 /// Distinguishes temporary files of concurrent writers in one process.
@@ -201,18 +219,24 @@ impl FileCache {
 
     /// A cache in `<store dir>/projections/`, created if needed.
     pub fn for_store(store: &Store) -> Result<FileCache, CacheError> {
-        FileCache::open(store.config().dir().join(Self::STORE_SUBDIRECTORY))
+        FileCache::open_with(
+            store.config().dir().join(Self::STORE_SUBDIRECTORY),
+            io_of(store),
+        )
     }
 
     /// A cache in `dir`, created if needed.
     pub fn open(dir: impl Into<PathBuf>) -> Result<FileCache, CacheError> {
-        let dir = dir.into();
+        FileCache::open_with(dir.into(), Arc::new(RealIo))
+    }
+
+    fn open_with(dir: PathBuf, io: Arc<dyn StorageIo>) -> Result<FileCache, CacheError> {
         fs::create_dir_all(&dir).map_err(|source| CacheError::Io {
             operation: "create directory",
             path: dir.clone(),
             source,
         })?;
-        Ok(FileCache { dir })
+        Ok(FileCache { dir, io })
     }
 
     /// The cache directory.
@@ -246,50 +270,55 @@ impl FileCache {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
+        let io = self.io.as_ref();
         let result = (|| {
-            let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
-            file.write_all(bytes).map_err(io_error("write", &temp))?;
-            file.sync_all().map_err(io_error("sync", &temp))?;
+            let file = match io.create_file(&temp) {
+                // A leftover of an earlier process that had the same id.
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    io.remove_file(&temp).map_err(io_error("remove", &temp))?;
+                    io.create_file(&temp)
+                }
+                other => other,
+            }
+            .map_err(io_error("create", &temp))?;
+            file.write_all_at(bytes, 0)
+                .map_err(io_error("write", &temp))?;
+            file.sync(SyncMode::SyncAll)
+                .map_err(io_error("sync", &temp))?;
             drop(file);
-            fs::rename(&temp, path).map_err(io_error("rename", &temp))?;
+            io.rename(&temp, path).map_err(io_error("rename", &temp))?;
             // FSYNC THE DIRECTORY: the rename is only durable once the
             // directory entry is.
-            sync_directory(parent).map_err(io_error("sync directory", parent))
+            io.sync_dir(parent)
+                .map_err(io_error("sync directory", parent))
         })();
         if result.is_err() {
             // Best effort: a stray temporary file is harmless (never loaded).
-            let _ = fs::remove_file(&temp);
+            let _ = io.remove_file(&temp);
         }
         result
     }
-}
 
-#[cfg(unix)]
-fn sync_directory(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_directory(_dir: &Path) -> io::Result<()> {
-    // Directories cannot be opened as files on this platform; the rename
-    // itself is what the platform offers.
-    Ok(())
+    /// The bytes of the entry file at `path`, refusing oversized files.
+    fn read_entry(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let file = self.io.open_file(path, false)?;
+        let length = file.len()?;
+        if length > ENTRY_MAX_BYTES {
+            return Err(io::Error::other(format!(
+                "entry is {length} bytes, over the limit"
+            )));
+        }
+        let mut bytes = vec![0u8; length as usize];
+        let read = file.read_at(&mut bytes, 0)?;
+        bytes.truncate(read);
+        Ok(bytes)
+    }
 }
 
 impl ProjectionCache for FileCache {
     fn load(&self, key: &CacheKey, entity: &str) -> CacheLookup {
         let path = self.entry_path(key, entity);
-        let bytes = match File::open(&path).and_then(|file| {
-            let length = file.metadata()?.len();
-            if length > ENTRY_MAX_BYTES {
-                return Err(io::Error::other(format!(
-                    "entry is {length} bytes, over the limit"
-                )));
-            }
-            let mut bytes = Vec::with_capacity(length as usize);
-            io::Read::read_to_end(&mut io::Read::take(file, ENTRY_MAX_BYTES), &mut bytes)?;
-            Ok(bytes)
-        }) {
+        let bytes = match self.read_entry(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return CacheLookup::Missing,
             Err(error) => {

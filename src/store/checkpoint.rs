@@ -35,7 +35,8 @@ use super::index::footer::{
 };
 use super::index::{Index, NewEntry};
 use super::log::frame::{
-    decode_frame, SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES,
+    decode_frame, SegmentHeader, BODY_FIXED_BYTES, FRAME_PREFIX_BYTES, SEGMENT_FLAG_COMPACTED,
+    SEGMENT_HEADER_BYTES,
 };
 use super::log::io::{StorageFile, StorageIo};
 use super::log::scan::{scan_frames, Located, ScanEnd};
@@ -128,7 +129,11 @@ impl Catalog {
                         .and_then(|f| f.read_at(&mut head, 0));
                     if let Ok(IMAGE_HEADER_BYTES) = read {
                         if let Ok((_, _, watermark, events)) = decode_header(&head) {
-                            if watermark <= len && events > covered.0 {
+                            // Images are checked only later: never believe
+                            // more events than the covered bytes can hold.
+                            let possible = watermark.saturating_sub(SEGMENT_HEADER_BYTES as u64)
+                                / (FRAME_PREFIX_BYTES + BODY_FIXED_BYTES) as u64;
+                            if watermark <= len && events <= possible && events > covered.0 {
                                 covered = (events, watermark);
                                 images = true;
                             }
@@ -533,7 +538,8 @@ impl Inner {
         while low < high {
             let mid = low + (high - low) / 2;
             match index.entry_any(mid) {
-                Some(entry) if entry.segment < active_id => low = mid + 1,
+                // Removed events are always in sealed segments.
+                Some(entry) if entry.segment < active_id || entry.is_dropped() => low = mid + 1,
                 _ => high = mid,
             }
         }

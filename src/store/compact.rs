@@ -380,6 +380,7 @@ impl Inner {
             let mut index = self.index.write();
             self.segments.write().insert(id, Arc::new(reader));
             index.apply_rewrite(id, &rewrite.changes);
+            index.trim_removed_prefix();
         }
         // The old footer describes the old file; open would ignore it.
         let footer = dir.join(CHECKPOINT_DIR).join(footer_file_name(id));

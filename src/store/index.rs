@@ -147,6 +147,14 @@ pub(crate) type IdempotentUnit = (u64, u32);
 
 #[derive(Debug, Default)]
 pub(crate) struct Index {
+    /// Sequences below this are all removed and have no place in the
+    /// columns: `entries[i]` and `ids[i]` are those of sequence `base + i`.
+    /// Compaction's removed prefix (retention) gives its memory back.
+    base: u64,
+    /// Stubs below `base`, for replaying the receipts of removed keyed units.
+    stubs_below: BTreeMap<u64, Entry>,
+    /// The largest id below `base` (ids only grow).
+    last_trimmed_id: Option<EventId>,
     entries: Vec<Entry>,
     ids: Vec<EventId>,
     /// Ids that arrived out of order (never, unless a log was written by
@@ -176,7 +184,49 @@ pub(crate) struct Index {
 impl Index {
     /// The next sequence to be assigned.
     pub(crate) fn next_sequence(&self) -> u64 {
-        self.entries.len() as u64
+        self.base + self.entries.len() as u64
+    }
+
+    /// Position of `sequence` in the columns, if it has one.
+    fn slot(&self, sequence: u64) -> Option<usize> {
+        let slot = usize::try_from(sequence.checked_sub(self.base)?).ok()?;
+        (slot < self.entries.len()).then_some(slot)
+    }
+
+    /// Gives back the memory of a removed prefix: leading entries that are
+    /// all removed leave the columns (stubs among them are kept aside).
+    pub(crate) fn trim_removed_prefix(&mut self) {
+        let count = self.entries.iter().take_while(|e| e.is_dropped()).count();
+        if count == 0 {
+            return;
+        }
+        for (at, entry) in self.entries[..count].iter().enumerate() {
+            if entry.segment != VANISHED {
+                self.stubs_below.insert(self.base + at as u64, *entry);
+            }
+        }
+        self.last_trimmed_id = self.ids[..count]
+            .iter()
+            .max()
+            .copied()
+            .max(self.last_trimmed_id);
+        self.entries.drain(..count);
+        self.ids.drain(..count);
+        self.base += count as u64;
+        let base = self.base;
+        self.ids_out_of_order.retain(|_, s| *s >= base);
+        self.ids_replaced.retain(|s, _| *s >= base);
+        for list in self.correlated.values_mut().chain(self.caused.values_mut()) {
+            list.retain(|s| *s >= base);
+        }
+        self.correlated.retain(|_, l| !l.is_empty());
+        self.caused.retain(|_, l| !l.is_empty());
+        self.explicit_correlation.retain(|s| *s >= base);
+        let keep = self.entries.len() + self.entries.len() / 8;
+        if self.entries.capacity() > keep + 1024 {
+            self.entries.shrink_to(keep);
+            self.ids.shrink_to(keep);
+        }
     }
 
     pub(crate) fn visible(&self) -> u64 {
@@ -189,7 +239,7 @@ impl Index {
     }
 
     pub(crate) fn last_id(&self) -> Option<EventId> {
-        self.ids.last().copied()
+        self.ids.last().copied().or(self.last_trimmed_id)
     }
 
     pub(crate) fn entity_id(&self, name: &str) -> Option<u32> {
@@ -215,7 +265,9 @@ impl Index {
         let entity = &self.entities[id as usize];
         let visible = entity.sequences.partition_point(|&s| s < self.visible);
         let last = match visible.checked_sub(1) {
-            Some(last) => u64::from(self.entries[entity.sequences[last] as usize].clock),
+            Some(last) => self
+                .slot(entity.sequences[last])
+                .map_or(0, |slot| u64::from(self.entries[slot].clock)),
             None => 0,
         };
         // Removed events are all durable and visible: their clocks count.
@@ -235,6 +287,12 @@ impl Index {
         if missing == 0 {
             return;
         }
+        self.dropped += missing;
+        if self.entries.is_empty() {
+            // Nothing kept so far: the gap needs no place in the columns.
+            self.base = sequence;
+            return;
+        }
         let filler = self
             .ids
             .last()
@@ -247,7 +305,6 @@ impl Index {
             // removed sequence.
             self.ids.push(filler);
         }
-        self.dropped += missing;
     }
 
     fn grow_columns(&mut self) {
@@ -381,7 +438,9 @@ impl Index {
         if sequence >= self.next_sequence() {
             return;
         }
-        while self.entries.len() as u64 > sequence {
+        // Only unsynced events are ever cut, never a removed prefix.
+        let sequence = sequence.max(self.base);
+        while self.next_sequence() > sequence {
             let Some(entry) = self.entries.pop() else {
                 break;
             };
@@ -420,22 +479,29 @@ impl Index {
         if sequence >= self.visible {
             return None;
         }
-        self.entries
-            .get(sequence as usize)
-            .copied()
+        self.slot(sequence)
+            .map(|slot| self.entries[slot])
             .filter(|e| !e.is_dropped())
     }
 
     /// The entry at `sequence`, visible or not, removed or not (writer use).
     pub(crate) fn entry_any(&self, sequence: u64) -> Option<Entry> {
-        self.entries.get(sequence as usize).copied()
+        if sequence < self.base {
+            return Some(
+                self.stubs_below
+                    .get(&sequence)
+                    .copied()
+                    .unwrap_or_else(Entry::vanished),
+            );
+        }
+        self.slot(sequence).map(|slot| self.entries[slot])
     }
 
     pub(crate) fn event_id_at(&self, sequence: u64) -> Option<EventId> {
         if let Some(&id) = self.ids_replaced.get(&sequence) {
             return Some(id);
         }
-        self.ids.get(sequence as usize).copied()
+        self.slot(sequence).map(|slot| self.ids[slot])
     }
 
     /// Sequence of a visible event, by id.
@@ -445,9 +511,10 @@ impl Index {
             return readable(sequence).then_some(sequence);
         }
         let at = self.ids.partition_point(|probe| *probe < id);
+        let sequence = self.base + at as u64;
         let found = self.ids.get(at).is_some_and(|probe| *probe == id)
-            && !self.ids_replaced.contains_key(&(at as u64));
-        (found && readable(at as u64)).then_some(at as u64)
+            && !self.ids_replaced.contains_key(&sequence);
+        (found && readable(sequence)).then_some(sequence)
     }
 
     /// Applies the rewrite of sealed segment `segment` by compaction: new
@@ -456,9 +523,25 @@ impl Index {
     pub(crate) fn apply_rewrite(&mut self, segment: u32, changes: &[(u64, Rewritten)]) {
         let mut removed: HashMap<u32, Vec<u64>> = HashMap::new();
         for &(sequence, change) in changes {
-            let Some(entry) = self.entries.get_mut(sequence as usize) else {
+            if sequence < self.base {
+                // Already out of the columns: only its stub may change.
+                match change {
+                    Rewritten::Stub(offset) => {
+                        if let Some(stub) = self.stubs_below.get_mut(&sequence) {
+                            stub.segment = segment | DROPPED;
+                            stub.offset = offset;
+                        }
+                    }
+                    _ => {
+                        self.stubs_below.remove(&sequence);
+                    }
+                }
+                continue;
+            }
+            let Some(slot) = self.slot(sequence) else {
                 continue;
             };
+            let entry = &mut self.entries[slot];
             let was_dropped = entry.is_dropped();
             match change {
                 Rewritten::Kept(offset) => {
@@ -496,6 +579,9 @@ impl Index {
                 }
                 next.peek() != Some(&s)
             });
+            if list.capacity() > 2 * list.len() + 16 {
+                list.shrink_to_fit();
+            }
         }
     }
 
@@ -550,7 +636,8 @@ impl Index {
                 .values()
                 .map(|l| l.capacity() * 8 + 48)
                 .sum::<usize>()
-            + self.explicit_correlation.len() * 16) as u64
+            + self.explicit_correlation.len() * 16
+            + self.stubs_below.len() * 64) as u64
     }
 
     /// Collects up to `limit` visible sequences selected by `region`, greater
@@ -565,7 +652,9 @@ impl Index {
         budget: usize,
     ) -> (Vec<u64>, Option<u64>) {
         let from = after.map_or(0, |a| a.saturating_add(1));
-        let from = from.max(region.sequence.map_or(0, |s| s.start));
+        let from = from
+            .max(region.sequence.map_or(0, |s| s.start))
+            .max(self.base);
         let until = region
             .sequence
             .map_or(self.visible, |s| s.end.saturating_add(1).min(self.visible));
@@ -628,7 +717,7 @@ impl Index {
                 if out.len() == limit || examined == budget {
                     return (out, Some(sequence - 1));
                 }
-                if accept(sequence, &self.entries[sequence as usize]) {
+                if accept(sequence, &self.entries[(sequence - self.base) as usize]) {
                     out.push(sequence);
                 }
             }
@@ -655,7 +744,7 @@ impl Index {
                 if out.len() == limit {
                     return (out, Some(sequence - 1));
                 }
-                if accept(sequence, &self.entries[sequence as usize]) {
+                if accept(sequence, &self.entries[(sequence - self.base) as usize]) {
                     out.push(sequence);
                 }
             }
@@ -680,7 +769,7 @@ impl Index {
             if out.len() == limit {
                 return (out, Some(sequence - 1));
             }
-            let entry = &self.entries[sequence as usize];
+            let entry = &self.entries[(sequence - self.base) as usize];
             let entity_ok = prefix_ids
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&entry.entity));

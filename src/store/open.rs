@@ -404,6 +404,7 @@ fn recover(
         let ids: BTreeSet<u32> = readers.keys().copied().collect();
         clean_catalog(io, &catalog, &ids);
     }
+    index.trim_removed_prefix();
     Ok(Pass::Done(Box::new(Recovered {
         index,
         readers,

@@ -29,6 +29,14 @@ pub enum Status {
     /// The call was interrupted by a crash (nobody saw its result): may or may
     /// not appear, but whole.
     Maybe,
+    /// Acknowledged, then removed by compaction: never appears again, but
+    /// its sequence stays used (a gap) and it still counts in its entity's
+    /// clock.
+    Removed,
+    /// Acknowledged, then a compaction that would remove it failed or was
+    /// interrupted: present at its sequence, or gone for good (its
+    /// segment was rewritten before the failure). Counts in its clock.
+    MaybeRemoved,
 }
 
 /// One event the test tried to write.
@@ -41,6 +49,8 @@ pub struct Entry {
     pub status: Status,
     /// The sequence the receipt gave, if acknowledged.
     pub sequence: Option<u64>,
+    /// Compaction redacted its payload: it reads back as `null`, flagged.
+    pub redacted: bool,
 }
 
 /// Everything the test tried to write, in call order.
@@ -97,6 +107,7 @@ impl Ledger {
                             Status::Relaxed
                         },
                         sequence: Some(receipt.sequence),
+                        redacted: false,
                     });
                 }
             }
@@ -112,6 +123,7 @@ impl Ledger {
                             Status::Failed
                         },
                         sequence: None,
+                        redacted: false,
                     });
                 }
             }
@@ -166,33 +178,84 @@ pub fn check_store(
         .collect::<Result<_, _>>()
         .map_err(|e| format!("reading the store failed: {e}"))?;
     let by_tag: HashMap<u64, &Entry> = ledger.entries.iter().map(|e| (e.tag, e)).collect();
+    // Redacted payloads carry no tag: those events are known by sequence.
+    let redacted_by_sequence: HashMap<u64, &Entry> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.redacted)
+        .filter_map(|e| e.sequence.map(|s| (s, e)))
+        .collect();
+    // Sequences compaction removed stay used: gaps, and clock ticks.
+    let removed: Vec<&Entry> = ledger
+        .entries
+        .iter()
+        .filter(|e| matches!(e.status, Status::Removed | Status::MaybeRemoved))
+        .collect();
+    let removed_sequences: std::collections::HashSet<u64> =
+        removed.iter().filter_map(|e| e.sequence).collect();
     let mut present: HashMap<u64, u64> = HashMap::new();
-    let mut clocks: HashMap<String, u64> = HashMap::new();
     let mut last_position = None;
+    let mut expected_sequence = 0u64;
+    // Per entity, the sequences that tick its clock: present and removed.
+    let mut ticks: HashMap<String, Vec<u64>> = HashMap::new();
+    for entry in &removed {
+        if let Some(sequence) = entry.sequence {
+            ticks
+                .entry(entry.entity.clone())
+                .or_default()
+                .push(sequence);
+        }
+    }
     for (position, event) in events.iter().enumerate() {
-        if event.header.sequence != position as u64 {
+        while event.header.sequence != expected_sequence
+            && removed_sequences.contains(&expected_sequence)
+        {
+            expected_sequence += 1;
+        }
+        if event.header.sequence != expected_sequence {
             return Err(format!(
-                "sequence gap: event {position} has sequence {}",
+                "sequence gap: event {position} has sequence {}, expected {expected_sequence}",
                 event.header.sequence
             ));
         }
-        let Some(tag) = event.payload["tag"].as_u64() else {
-            return Err(format!("event {position} has no tag: {}", event.payload));
+        expected_sequence += 1;
+        let sequence = event.header.sequence;
+        let entry = if event.redacted {
+            let Some(entry) = redacted_by_sequence.get(&sequence) else {
+                return Err(format!(
+                    "event at {sequence} is redacted, the model says not"
+                ));
+            };
+            *entry
+        } else {
+            let Some(tag) = event.payload["tag"].as_u64() else {
+                return Err(format!("event {position} has no tag: {}", event.payload));
+            };
+            let Some(entry) = by_tag.get(&tag) else {
+                return Err(format!("event {position} has unknown tag {tag}"));
+            };
+            if entry.redacted {
+                return Err(format!("tag {tag} at {sequence} should be redacted"));
+            }
+            *entry
         };
-        let Some(entry) = by_tag.get(&tag) else {
-            return Err(format!("event {position} has unknown tag {tag}"));
-        };
+        let tag = entry.tag;
         match entry.status {
             Status::Failed => {
                 return Err(format!(
-                    "tag {tag} (unit {}) failed but is present at sequence {position}",
+                    "tag {tag} (unit {}) failed but is present at sequence {sequence}",
                     entry.unit
                 ))
             }
-            Status::Durable | Status::Relaxed => {
-                if entry.sequence != Some(position as u64) {
+            Status::Removed => {
+                return Err(format!(
+                    "tag {tag} was removed by compaction but is present at sequence {sequence}"
+                ))
+            }
+            Status::Durable | Status::Relaxed | Status::MaybeRemoved => {
+                if entry.sequence != Some(sequence) {
                     return Err(format!(
-                        "tag {tag} acknowledged at {:?} but found at {position}",
+                        "tag {tag} acknowledged at {:?} but found at {sequence}",
                         entry.sequence
                     ));
                 }
@@ -211,17 +274,37 @@ pub fn check_store(
             return Err(format!("tag {tag} is out of order"));
         }
         last_position = Some(ledger_position);
-        if present.insert(tag, position as u64).is_some() {
+        if present.insert(tag, sequence).is_some() {
             return Err(format!("tag {tag} appears twice"));
         }
-        let clock = clocks.entry(entry.entity.clone()).or_insert(0);
-        *clock += 1;
-        if event.header.clock != *clock {
+        if entry.status != Status::MaybeRemoved {
+            // (Counted above, present or not.)
+            ticks
+                .entry(entry.entity.clone())
+                .or_default()
+                .push(sequence);
+        }
+    }
+    // Clocks count up by one per entity, removed events included.
+    let clock_of: HashMap<u64, u64> = ticks
+        .values_mut()
+        .flat_map(|sequences| {
+            sequences.sort_unstable();
+            sequences
+                .iter()
+                .enumerate()
+                .map(|(rank, &sequence)| (sequence, rank as u64 + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for event in &events {
+        let want = clock_of.get(&event.header.sequence).copied().unwrap_or(0);
+        if event.header.clock != want {
             return Err(format!(
-                "tag {tag}: entity {} clock {} after {}",
-                entry.entity,
-                event.header.clock,
-                *clock - 1
+                "event at {}: entity {} clock {}, expected {want}",
+                event.header.sequence,
+                event.coordinate.entity(),
+                event.header.clock
             ));
         }
     }
@@ -250,15 +333,20 @@ pub fn check_store(
         }
     }
     if let Some(lost) = lost_relaxed_below {
-        if (events.len() as u64) > lost {
+        if events.last().is_some_and(|e| e.header.sequence > lost) {
             return Err(format!(
                 "relaxed event at sequence {lost} lost but later events survived"
             ));
         }
     }
     // Atomic units are whole or absent.
+    // (Compaction may remove part of a unit; the rest stays.)
     let mut units: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
-    for entry in &ledger.entries {
+    for entry in ledger
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.status, Status::Removed | Status::MaybeRemoved))
+    {
         let slot = units.entry(entry.unit).or_insert((0, 0));
         slot.0 += 1;
         if present.contains_key(&entry.tag) {
@@ -287,8 +375,45 @@ pub fn reopen_and_check(
     ledger: &Ledger,
     relaxed_may_be_lost: bool,
 ) -> Result<u64, String> {
+    reopen_and_check_with(dir, config, ledger, relaxed_may_be_lost, &|_| Ok(()))
+}
+
+/// Derived files (footers, checkpoints) never change what open builds: the
+/// index `store` (opened from `dir`) holds equals the one a full scan of
+/// the log alone builds. Damaged or stale images must have been ignored.
+#[cfg(feature = "dangerous-test-hooks")]
+pub fn index_matches_a_full_scan(store: &Store, dir: &Path) -> Result<(), String> {
+    let logs_only = tempfile::tempdir().map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let is_file = entry.file_type().map_err(|e| e.to_string())?.is_file();
+        if is_file && entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), logs_only.path().join(entry.file_name()))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let scanned = Store::open_read_only(StoreConfig::new(logs_only.path()))
+        .map_err(|e| format!("scan-only open failed: {e}"))?;
+    store
+        .index_matches(&scanned)
+        .map_err(|e| format!("index restored from derived files differs from a scan: {e}"))
+}
+
+/// [`reopen_and_check`], plus `extra` on the reopened store before anything
+/// is appended to it (and, with fault hooks, the index is compared with a
+/// full scan of the log).
+pub fn reopen_and_check_with(
+    dir: &Path,
+    config: impl Fn(&Path) -> StoreConfig,
+    ledger: &Ledger,
+    relaxed_may_be_lost: bool,
+    extra: &dyn Fn(&Store) -> Result<(), String>,
+) -> Result<u64, String> {
     let store = Store::open(config(dir)).map_err(|e| format!("reopen failed: {e}"))?;
     let count = check_store(&store, ledger, relaxed_may_be_lost)?;
+    #[cfg(feature = "dangerous-test-hooks")]
+    index_matches_a_full_scan(&store, dir)?;
+    extra(&store)?;
     store
         .append(&coord("after"), KIND, &json!({"tag": 0}))
         .map_err(|e| format!("append after reopen failed: {e}"))?;

@@ -2,8 +2,11 @@
 //! crash campaign), `fuzz` (cargo-fuzz targets under `fuzz/`), `bench` and
 //! `perf-gates` (the `batpak-bench` crate).
 
+use std::time::Instant;
+
 use crate::error::{XtaskError, XtaskResult};
 use crate::process::{repository_root, Invocation};
+use crate::summary::{CampaignTable, Row, Status, Tally};
 use crate::toolchain::{nightly_version, CARGO_FUZZ};
 
 /// Default number of kills of `cargo xtask chaos` (the preflight budget in TARGETS.md).
@@ -11,9 +14,104 @@ pub const DEFAULT_KILLS: u64 = 5000;
 /// Default seconds per fuzz target.
 pub const DEFAULT_FUZZ_SECONDS: u64 = 60;
 
-/// The crash campaign: `tests/crash.rs` in release mode with fault hooks,
-/// told how many kills to make through `BATPAK_CRASH_KILLS`.
-pub fn chaos(kills: u64) -> XtaskResult<()> {
+/// Runs one campaign, teeing its output, and returns its row: the counts
+/// of its summary lines, how it ended and how long it took.
+fn run_campaign(name: &str, invocation: &Invocation, extra: &dyn Fn(&str, &mut Tally)) -> Row {
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let result = invocation.run_teeing(&mut |line| {
+        if let Some(counts) = Tally::parse_line(line) {
+            tally.add(&counts);
+        }
+        extra(line, &mut tally);
+    });
+    if let Err(error) = &result {
+        eprintln!("error: campaign `{name}` failed: {error}");
+    }
+    Row {
+        name: name.to_string(),
+        status: if result.is_ok() {
+            Status::Passed
+        } else {
+            Status::Failed
+        },
+        tally,
+        elapsed: started.elapsed(),
+        command: invocation.display(),
+    }
+}
+
+/// Fails with the names of the rows from `first_row` on that failed or
+/// found violations.
+fn check_rows(table: &CampaignTable, first_row: usize) -> XtaskResult<()> {
+    let failed: Vec<String> = table.rows[first_row.min(table.rows.len())..]
+        .iter()
+        .filter(|row| row.is_bad())
+        .map(|row| row.name.clone())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(XtaskError::CampaignsFailed { campaigns: failed })
+    }
+}
+
+/// A campaign test binary in release mode with the fault hooks, its output
+/// shown as it runs.
+fn campaign_test(test: &str, ignored_too: bool) -> Invocation {
+    let mut arguments = vec![
+        "test",
+        "--release",
+        "--all-features",
+        "--test",
+        test,
+        "--",
+        "--nocapture",
+    ];
+    if ignored_too {
+        arguments.push("--include-ignored");
+    }
+    Invocation::cargo(&arguments)
+}
+
+/// A long campaign: its name in the table, its test binary, and the
+/// environment that makes it long.
+type LongCampaign = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The long campaigns, each a test binary with its long settings.
+const LONG_CAMPAIGNS: [LongCampaign; 3] = [
+    (
+        "faults (every call of every I/O point)",
+        "chaos_faults",
+        &[
+            ("BATPAK_CHAOS_ITERATIONS", "0"),
+            ("BATPAK_CHAOS_IMAGES", "8"),
+        ],
+    ),
+    (
+        "model check",
+        "chaos_model",
+        &[
+            ("BATPAK_CHAOS_CASES", "2000"),
+            ("BATPAK_CHAOS_STEPS", "100"),
+        ],
+    ),
+    (
+        "corruption (flips, truncations)",
+        "chaos_corruption",
+        &[("BATPAK_CHAOS_FLIPS", "10000")],
+    ),
+];
+
+/// The crash campaign (`tests/crash.rs`, `kills` SIGKILLs, told through
+/// `BATPAK_CRASH_KILLS`) and then the other campaigns at their long
+/// settings. Every campaign runs even if an earlier one failed; each adds
+/// its row to `table`. Fails if any campaign failed or found a violation.
+pub fn chaos(kills: u64, table: &mut CampaignTable) -> XtaskResult<()> {
     let crash_test = repository_root().join("tests").join("crash.rs");
     if !crash_test.is_file() {
         return Err(XtaskError::Missing(format!(
@@ -21,40 +119,13 @@ pub fn chaos(kills: u64) -> XtaskResult<()> {
             crash_test.display()
         )));
     }
-    Invocation::cargo(&[
-        "test",
-        "--release",
-        "--features",
-        "dangerous-test-hooks",
-        "--test",
-        "crash",
-        "--",
-        "--include-ignored",
-        "--nocapture",
-    ])
-    .env("BATPAK_CRASH_KILLS", &kills.to_string())
-    .run()?;
-    // The other campaigns at their long settings; each prints its own summary
-    // line (faults injected, crash images, flips, violations) and fails on
-    // any violation.
-    let long_campaigns: [(&str, &[(&str, &str)]); 3] = [
-        (
-            "chaos_faults",
-            &[
-                ("BATPAK_CHAOS_ITERATIONS", "0"),
-                ("BATPAK_CHAOS_IMAGES", "8"),
-            ],
-        ),
-        (
-            "chaos_model",
-            &[
-                ("BATPAK_CHAOS_CASES", "2000"),
-                ("BATPAK_CHAOS_STEPS", "100"),
-            ],
-        ),
-        ("chaos_corruption", &[("BATPAK_CHAOS_FLIPS", "10000")]),
-    ];
-    for (test, settings) in long_campaigns {
+    let first_row = table.rows.len();
+    table.rows.push(run_campaign(
+        "crash (SIGKILL)",
+        &campaign_test("crash", true).env("BATPAK_CRASH_KILLS", &kills.to_string()),
+        &|_, _| {},
+    ));
+    for (name, test, settings) in LONG_CAMPAIGNS {
         if !repository_root()
             .join("tests")
             .join(format!("{test}.rs"))
@@ -62,21 +133,13 @@ pub fn chaos(kills: u64) -> XtaskResult<()> {
         {
             continue;
         }
-        let mut invocation = Invocation::cargo(&[
-            "test",
-            "--release",
-            "--all-features",
-            "--test",
-            test,
-            "--",
-            "--nocapture",
-        ]);
-        for (name, value) in settings {
-            invocation = invocation.env(name, value);
+        let mut invocation = campaign_test(test, false);
+        for (variable, value) in settings {
+            invocation = invocation.env(variable, value);
         }
-        invocation.run()?;
+        table.rows.push(run_campaign(name, &invocation, &|_, _| {}));
     }
-    Ok(())
+    check_rows(table, first_row)
 }
 
 /// Whether the repository has cargo-fuzz targets.
@@ -84,8 +147,17 @@ pub fn fuzz_available() -> bool {
     repository_root().join("fuzz").join("Cargo.toml").is_file()
 }
 
-/// Runs every cargo-fuzz target for `seconds` each, on the nightly toolchain.
-pub fn fuzz(seconds: u64) -> XtaskResult<()> {
+/// Counts a fuzz run: libFuzzer's crash report is a violation, and a clean
+/// run that found nothing reports zero.
+fn fuzz_outcome(line: &str, tally: &mut Tally) {
+    if line.trim_start().starts_with("SUMMARY: libFuzzer:") {
+        tally.violations = Some(tally.violations.unwrap_or(0) + 1);
+    }
+}
+
+/// Runs every cargo-fuzz target for `seconds` each, on the nightly toolchain,
+/// adding one row per target to `table`. Fails if any target failed.
+pub fn fuzz(seconds: u64, table: &mut CampaignTable) -> XtaskResult<()> {
     if !fuzz_available() {
         println!("no fuzz targets yet (there is no fuzz/Cargo.toml); nothing to fuzz");
         return Ok(());
@@ -131,6 +203,7 @@ pub fn fuzz(seconds: u64) -> XtaskResult<()> {
     }
     println!("fuzz targets: {}", targets.join(", "));
     let time_limit = format!("-max_total_time={seconds}");
+    let first_row = table.rows.len();
     for target in targets {
         let mut arguments = vec![
             "fuzz",
@@ -141,14 +214,24 @@ pub fn fuzz(seconds: u64) -> XtaskResult<()> {
             "-rss_limit_mb=2048",
             "-malloc_limit_mb=512",
         ];
-        // Each run of this target creates and syncs a store: keep inputs
+        // Each run of these targets creates and syncs a store: keep inputs
         // small enough that it explores instead of growing slowly.
-        if target == "segment_recovery" {
+        if matches!(target, "segment_recovery" | "checkpoint_loading") {
             arguments.extend_from_slice(&["-len_control=0", "-max_len=2048"]);
         }
-        fuzz_command(&arguments).run()?;
+        let mut row = run_campaign(
+            &format!("fuzz {target}"),
+            &fuzz_command(&arguments),
+            &fuzz_outcome,
+        );
+        if row.status == Status::Passed {
+            // A clean exit of libFuzzer: it found nothing in this time.
+            row.tally.violations.get_or_insert(0);
+            row.tally.fuzz_seconds.get_or_insert(row.elapsed.as_secs());
+        }
+        table.rows.push(row);
     }
-    Ok(())
+    check_rows(table, first_row)
 }
 
 /// `cargo run --release -p batpak-bench -- <arguments>`.
@@ -173,4 +256,55 @@ pub fn perf_gates(arguments: &[String]) -> XtaskResult<()> {
     let mut all_arguments = vec!["--gates".to_string()];
     all_arguments.extend_from_slice(arguments);
     bench(&all_arguments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(text: &str) -> Invocation {
+        Invocation::new("sh").args(&["-c", text])
+    }
+
+    #[test]
+    fn a_campaign_row_sums_its_summary_lines_from_stdout_and_stderr() {
+        let row = run_campaign(
+            "two",
+            &script(
+                "echo 'exhaustive flip campaign: 10 flips, 1 reported by verify, 0 violations'; \
+                 echo 'random flip campaign: 5 flips, 5 reported by verify, 0 violations' >&2",
+            ),
+            &|_, _| {},
+        );
+        assert_eq!(row.status, Status::Passed);
+        assert_eq!((row.tally.flips, row.tally.violations), (Some(15), Some(0)));
+        assert!(!row.is_bad());
+    }
+
+    #[test]
+    fn a_failing_campaign_fails_the_table_even_without_violations() {
+        let mut table = CampaignTable::default();
+        table.rows.push(run_campaign(
+            "dies",
+            &script("echo 'crash campaign: 3 kills, 0 violations'; exit 101"),
+            &|_, _| {},
+        ));
+        assert_eq!(table.rows[0].status, Status::Failed);
+        assert_eq!(table.rows[0].tally.kills, Some(3));
+        match check_rows(&table, 0) {
+            Err(XtaskError::CampaignsFailed { campaigns }) => assert_eq!(campaigns, vec!["dies"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fuzzer_crash_report_is_a_violation() {
+        let row = run_campaign(
+            "fuzz x",
+            &script("echo 'SUMMARY: libFuzzer: deadly signal' >&2; exit 77"),
+            &fuzz_outcome,
+        );
+        assert_eq!(row.tally.violations, Some(1));
+        assert!(row.is_bad());
+    }
 }

@@ -40,6 +40,11 @@ pub enum XtaskError {
     },
     /// A prerequisite of the command is missing and cannot be supplied here.
     Missing(String),
+    /// Campaigns failed or found violations (each is in the campaign table).
+    CampaignsFailed {
+        /// The names of the failed campaigns.
+        campaigns: Vec<String>,
+    },
     /// Several steps of a multi-step command failed (each was reported).
     StepsFailed {
         /// The names of the failed steps.
@@ -85,6 +90,13 @@ impl fmt::Display for XtaskError {
                 write!(formatter, "link check found {count} broken link(s)")
             }
             XtaskError::Missing(message) => write!(formatter, "{message}"),
+            XtaskError::CampaignsFailed { campaigns } => {
+                write!(
+                    formatter,
+                    "failed campaign(s) or violations: {}",
+                    campaigns.join(", ")
+                )
+            }
             XtaskError::StepsFailed { failed_steps } => {
                 write!(formatter, "failed step(s): {}", failed_steps.join(", "))
             }

@@ -11,6 +11,7 @@ mod fsync_probe;
 mod link_check;
 mod process;
 mod steps;
+mod summary;
 mod toolchain;
 
 use std::path::PathBuf;
@@ -30,13 +31,16 @@ commands:
   ci                          exactly what CI runs (.ci/run): fmt, clippy, tests (default,
                               all features, no default features), the quickstart, docs --no-mdbook
   docs [--no-mdbook]          rustdoc with warnings denied, the mdBook guide, and the link check
-  chaos [--kills N]           SIGKILL crash campaign (tests/crash.rs), default 5000 kills
+  chaos [--kills N]           SIGKILL crash campaign (tests/crash.rs, default 5000 kills), then the
+                              long fault, model and corruption campaigns; campaign table
   fuzz [--seconds N]          run every cargo-fuzz target for N seconds each (needs nightly), default 60
   bench [ARGS...]             the benchmark: cargo run --release -p batpak-bench -- ARGS
                               e.g. `cargo xtask bench --surface neutral --save baseline`
   perf-gates [ARGS...]        the benchmark's budget gates (bench --gates ARGS)
   preflight [--kills N] [--seconds N] [--fail-fast]
-                              ci, docs (with the guide), chaos, fuzz if available; summary table
+                              ci, docs (with the guide), chaos, fuzz if available; step table and
+                              campaign table (kills, faults, crash images, flips, model ops, fuzz
+                              seconds, violations); fails on any failure or violation
   help                        this message
 ";
 
@@ -116,14 +120,20 @@ fn dispatch(arguments: &[String]) -> XtaskResult<()> {
                 .number("--kills")?
                 .unwrap_or(campaigns::DEFAULT_KILLS);
             options.finish()?;
-            campaigns::chaos(kills)
+            let mut table = summary::CampaignTable::default();
+            let result = campaigns::chaos(kills, &mut table);
+            table.print("chaos");
+            result
         }
         "fuzz" => {
             let seconds = options
                 .number("--seconds")?
                 .unwrap_or(campaigns::DEFAULT_FUZZ_SECONDS);
             options.finish()?;
-            campaigns::fuzz(seconds)
+            let mut table = summary::CampaignTable::default();
+            let result = campaigns::fuzz(seconds, &mut table);
+            table.print("fuzz");
+            result
         }
         "preflight" => {
             let kills = options

@@ -104,37 +104,73 @@ impl Invocation {
     /// (echoing every line) and adds libtest's `test result:` lines to
     /// `counts`, also when the tests fail.
     pub fn run_counting_tests(&self, counts: &mut TestCounts) -> XtaskResult<()> {
+        self.run_teeing(&mut |line| {
+            if let Some(result) = TestCounts::parse_libtest_summary(line) {
+                counts.add(&result);
+            }
+        })
+    }
+
+    /// Like [`Invocation::run`], but tees the child's output: every line of
+    /// its stdout and stderr is echoed to ours (stdout to stdout, stderr to
+    /// stderr, as it arrives) and handed to `on_line`, also when the child
+    /// fails. Stdout lines reach `on_line` as they arrive, stderr lines when
+    /// the child has finished.
+    pub fn run_teeing(&self, on_line: &mut dyn FnMut(&str)) -> XtaskResult<()> {
         use std::io::{BufRead, BufReader};
 
         let shown = self.display();
         println!("$ {shown}");
         flush_stdout();
+        let spawn_error = |source| XtaskError::Spawn {
+            command: shown.clone(),
+            source,
+        };
         let mut child = self
             .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| XtaskError::Spawn {
-                command: shown.clone(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
+        let stderr_lines = child.stderr.take().map(|stderr| {
+            std::thread::spawn(move || {
+                let mut lines = Vec::new();
+                for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    eprintln!("{line}");
+                    lines.push(line);
+                }
+                lines
+            })
+        });
+        let mut read_error = None;
         if let Some(stdout) = child.stdout.take() {
-            for line in BufReader::new(stdout).lines() {
-                let line = line.map_err(|source| XtaskError::Spawn {
-                    command: shown.clone(),
-                    source,
-                })?;
-                println!("{line}");
-                if let Some(result) = TestCounts::parse_libtest_summary(&line) {
-                    counts.add(&result);
+            for line in BufReader::new(stdout).split(b'\n') {
+                match line {
+                    Ok(line) => {
+                        let line = String::from_utf8_lossy(&line);
+                        println!("{line}");
+                        on_line(&line);
+                    }
+                    Err(error) => {
+                        read_error = Some(error);
+                        break;
+                    }
                 }
             }
         }
         flush_stdout();
-        let status = child.wait().map_err(|source| XtaskError::Spawn {
-            command: shown.clone(),
-            source,
-        })?;
+        let status = child.wait().map_err(spawn_error)?;
+        if let Some(reader) = stderr_lines {
+            // A panicked reader thread only loses the echo of stderr.
+            for line in reader.join().unwrap_or_default() {
+                on_line(&line);
+            }
+        }
+        if let Some(error) = read_error {
+            return Err(spawn_error(error));
+        }
         exit_ok(shown, status)
     }
 

@@ -10,6 +10,16 @@ use crate::campaigns;
 use crate::docs;
 use crate::error::{XtaskError, XtaskResult};
 use crate::process::{flush_stdout, Invocation, TestCounts};
+use crate::summary::CampaignTable;
+
+/// What the steps of one run add up: libtest totals and campaign counts.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    /// Summed over every test step, if any ran.
+    pub tests: Option<TestCounts>,
+    /// One row per campaign run by the chaos and fuzz steps.
+    pub campaigns: CampaignTable,
+}
 
 /// What a step does.
 #[derive(Clone, Debug)]
@@ -70,12 +80,13 @@ impl Step {
         }
     }
 
-    /// Runs the step; test steps add their totals to `test_totals`.
-    fn execute(&self, test_totals: &mut Option<TestCounts>) -> XtaskResult<()> {
+    /// Runs the step; test steps add their totals to `tallies.tests`,
+    /// campaign steps their rows to `tallies.campaigns`.
+    fn execute(&self, tallies: &mut Tallies) -> XtaskResult<()> {
         match &self.action {
             Action::Command(invocation) => invocation.run(),
             Action::Tests(invocation) => {
-                invocation.run_counting_tests(test_totals.get_or_insert_with(TestCounts::default))
+                invocation.run_counting_tests(tallies.tests.get_or_insert_with(TestCounts::default))
             }
             Action::Docs { build_guide } => {
                 println!("$ {}", self.shown());
@@ -83,11 +94,11 @@ impl Step {
             }
             Action::Chaos { kills } => {
                 println!("$ {}", self.shown());
-                campaigns::chaos(*kills)
+                campaigns::chaos(*kills, &mut tallies.campaigns)
             }
             Action::Fuzz { seconds } => {
                 println!("$ {}", self.shown());
-                campaigns::fuzz(*seconds)
+                campaigns::fuzz(*seconds, &mut tallies.campaigns)
             }
         }
     }
@@ -168,10 +179,11 @@ enum Outcome {
     NotRun,
 }
 
-/// Runs the steps, prints a summary table, and fails if any step failed.
+/// Runs the steps, prints a summary table (and the campaign table, if
+/// campaigns ran), and fails if any step failed.
 pub fn run_steps(title: &str, steps: &[Step], policy: FailurePolicy) -> XtaskResult<()> {
     let mut outcomes = Vec::with_capacity(steps.len());
-    let mut test_totals: Option<TestCounts> = None;
+    let mut tallies = Tallies::default();
     let mut stopped = false;
     for (index, step) in steps.iter().enumerate() {
         if stopped {
@@ -182,7 +194,7 @@ pub fn run_steps(title: &str, steps: &[Step], policy: FailurePolicy) -> XtaskRes
         println!("==> [{}/{}] {}", index + 1, steps.len(), step.name);
         flush_stdout();
         let started = Instant::now();
-        let result = step.execute(&mut test_totals);
+        let result = step.execute(&mut tallies);
         let elapsed = started.elapsed();
         match result {
             Ok(()) => outcomes.push(Outcome::Passed(elapsed)),
@@ -194,7 +206,8 @@ pub fn run_steps(title: &str, steps: &[Step], policy: FailurePolicy) -> XtaskRes
         }
     }
     print_summary(title, steps, &outcomes);
-    if let Some(totals) = test_totals {
+    tallies.campaigns.print(title);
+    if let Some(totals) = tallies.tests {
         // The plain closing line, summed over every test step that ran (a test
         // that runs in several steps is counted once per step).
         println!(
