@@ -1177,6 +1177,16 @@ fn advise_huge_pages<T>(spare: &mut [std::mem::MaybeUninit<T>]) {
     let _ = spare;
 }
 
+/// The index before an image was loaded: column length, next sequence (the
+/// columns may start after a removed prefix), entity and scope counts.
+#[derive(Debug, Clone, Copy)]
+struct Savepoint {
+    columns: usize,
+    next_sequence: u64,
+    entities: usize,
+    scopes: usize,
+}
+
 fn id_at(bytes: &[u8], at: usize) -> EventId {
     let mut out = [0u8; 16];
     out.copy_from_slice(&bytes[at..at + 16]);
@@ -1234,7 +1244,12 @@ impl Index {
         // order, as pushing frame by frame would assign them (an image lists
         // its entities and scopes in first-appearance order). Records are
         // checked while they load; on a failure everything is undone.
-        let saved = (self.entries.len(), self.entities.len(), self.scopes.len());
+        let saved = Savepoint {
+            columns: self.entries.len(),
+            next_sequence: self.next_sequence(),
+            entities: self.entities.len(),
+            scopes: self.scopes.len(),
+        };
         let mut entity_ids = Vec::with_capacity(image.entities.len());
         for entity in &image.entities {
             let id = match self.entity_id(entity.name) {
@@ -1375,23 +1390,22 @@ impl Index {
         cursor.finish()
     }
 
-    /// Undoes a partly loaded image: `saved` holds the entry, entity and
-    /// scope counts before it, `lengths` the image entities' sequence list
-    /// lengths.
-    fn undo_image(&mut self, saved: (usize, usize, usize), entity_ids: &[u32], lengths: &[usize]) {
-        let first = saved.0 as u64;
-        self.entries.truncate(saved.0);
-        self.ids.truncate(saved.0);
+    /// Undoes a partly loaded image: `saved` is the index before it,
+    /// `lengths` the image entities' sequence list lengths then.
+    fn undo_image(&mut self, saved: Savepoint, entity_ids: &[u32], lengths: &[usize]) {
+        let first = saved.next_sequence;
+        self.entries.truncate(saved.columns);
+        self.ids.truncate(saved.columns);
         self.ids_out_of_order.retain(|_, s| *s < first);
         self.ids_replaced.retain(|s, _| *s < first);
         for (&id, &length) in entity_ids.iter().zip(lengths) {
             self.entities[id as usize].sequences.truncate(length);
         }
-        for entity in self.entities.drain(saved.1..) {
+        for entity in self.entities.drain(saved.entities..) {
             self.entity_by_name.remove(&entity.name);
             self.entity_lookup.remove(&entity.name);
         }
-        for scope in self.scopes.drain(saved.2..) {
+        for scope in self.scopes.drain(saved.scopes..) {
             self.scope_by_name.remove(&scope);
         }
     }
