@@ -1433,6 +1433,8 @@ impl Index {
                 None => Ok(()),
             }
         }
+        check("removed prefix", &self.base, &other.base)?;
+        check("stubs below it", &self.stubs_below, &other.stubs_below)?;
         check_list("entries", &self.entries, &other.entries)?;
         check_list("ids", &self.ids, &other.ids)?;
         check(
