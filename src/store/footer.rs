@@ -1140,6 +1140,10 @@ impl<'a> BodyReader<'a> {
             let len = usize::from(u16_at(self.take(2)?, 0));
             let name = std::str::from_utf8(self.take(len)?)
                 .map_err(|_| "image holds a name that is not UTF-8".to_string())?;
+            // Names become coordinates on every read: they must be ones the
+            // write path would have accepted, checksums or not.
+            crate::coordinate::validate_part("entity or scope", name)
+                .map_err(|e| format!("image holds an invalid name: {e}"))?;
             out.push(name);
         }
         Ok(out)
@@ -1598,6 +1602,30 @@ mod tests {
         let mut restored = Index::default();
         restored.apply_image(&view).unwrap();
         restored.same_as(&scanned()).unwrap();
+    }
+
+    /// Found by the `checkpoint_loading` fuzzer: an image with intact
+    /// checksums naming a scope the write path would refuse was loaded, and
+    /// the first read built an invalid coordinate from it.
+    #[test]
+    fn an_image_naming_an_invalid_entity_or_scope_is_refused() {
+        for (entity, scope) in [
+            ("e", ""),
+            ("e", "bad\u{7}scope"),
+            ("", "s"),
+            ("bad\nname", "s"),
+        ] {
+            let mut builder = ImageBuilder::new(identity(), 98);
+            let mut entry = record((0, "e", 1, 1));
+            entry.entity = entity;
+            entry.scope = scope;
+            builder.push(&entry).unwrap();
+            let bytes = builder.encode(KIND_FOOTER);
+            assert!(
+                decode_image(&bytes).is_err(),
+                "entity {entity:?}, scope {scope:?} accepted"
+            );
+        }
     }
 
     #[test]
