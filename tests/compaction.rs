@@ -555,12 +555,20 @@ mod model {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Append { entity: u8, key: Option<u8> },
-        Batch { entities: Vec<u8>, key: Option<u8> },
+        Append {
+            entity: u8,
+            key: Option<u8>,
+        },
+        Batch {
+            entities: Vec<u8>,
+            key: Option<u8>,
+        },
         DropEntity(u8),
         DropBefore(u8),
         Redact(u8),
         Reopen,
+        /// A named cursor delivers up to this many events, then commits.
+        Poll(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -573,10 +581,11 @@ mod model {
             1 => (0u8..100).prop_map(Op::DropBefore),
             1 => (0u8..4).prop_map(Op::Redact),
             1 => Just(Op::Reopen),
+            2 => (1u8..6).prop_map(Op::Poll),
         ]
     }
 
-    /// What the store must show: per sequence, the entity, the payload and
+    /// What the store (and a named cursor polling it) must show: per sequence, the entity, the payload and
     /// whether it was redacted; removed sequences are absent.
     #[derive(Default)]
     struct Model {
@@ -614,12 +623,15 @@ mod model {
         #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
         #[test]
-        fn compaction_matches_a_model_of_removal_and_redaction(ops in proptest::collection::vec(op(), 1..40)) {
+        fn compaction_and_a_named_cursor_match_a_model_of_removal_and_redaction(ops in proptest::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let config = || StoreConfig::new(dir.path()).with_segment_max_bytes(4096);
             let mut store = Some(Store::open(config()).unwrap());
             let mut model = Model::default();
             let mut counter = 0u64;
+            // The named cursor and the next sequence it owes (the model's view).
+            let mut cursor = Some(store.as_ref().unwrap().named_cursor("model", &Region::all()).unwrap());
+            let mut owed = 0u64;
             for op in ops {
                 let live = store.as_ref().unwrap();
                 match op {
@@ -694,12 +706,38 @@ mod model {
                         }
                     }
                     Op::Reopen => {
+                        drop(cursor.take());
                         store.take().unwrap().close().unwrap();
                         store = Some(Store::open(config()).unwrap());
+                        cursor = Some(store.as_ref().unwrap().named_cursor("model", &Region::all()).unwrap());
+                    }
+                    Op::Poll(max) => {
+                        let live_cursor = cursor.as_mut().unwrap();
+                        let got = live_cursor.poll_batch(usize::from(max)).unwrap();
+                        let expected: Vec<u64> = model
+                            .events
+                            .range(owed..)
+                            .take(usize::from(max))
+                            .map(|(sequence, _)| *sequence)
+                            .collect();
+                        let delivered: Vec<u64> = got.iter().map(StoredEvent::sequence).collect();
+                        prop_assert_eq!(&delivered, &expected, "cursor delivers every kept event once, in order");
+                        for event in &got {
+                            let (_, payload, redacted) = &model.events[&event.sequence()];
+                            prop_assert_eq!(event.redacted, *redacted);
+                            if !*redacted {
+                                prop_assert_eq!(&event.payload, payload);
+                            }
+                        }
+                        if let Some(last) = delivered.last() {
+                            owed = last + 1;
+                        }
+                        live_cursor.commit().unwrap();
                     }
                 }
                 check(store.as_ref().unwrap(), &model)?;
             }
+            drop(cursor.take());
             let live = store.take().unwrap();
             let report = live.verify().unwrap();
             prop_assert!(report.is_clean(), "{:#?}", report.damage);
