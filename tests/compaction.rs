@@ -619,11 +619,38 @@ mod model {
         Ok(())
     }
 
+    /// Drains a lossy subscription: every event it delivered was appended
+    /// while it listened, none twice, in sequence order, and it never
+    /// accounts for more events than were appended.
+    fn check_subscription(
+        subscription: batpak::Subscription,
+        appended: &[u64],
+    ) -> Result<(), TestCaseError> {
+        let mut got = Vec::new();
+        while let Ok(event) = subscription.recv_timeout(std::time::Duration::from_millis(50)) {
+            got.push(event.sequence());
+        }
+        prop_assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "in order, once: {:?}",
+            got
+        );
+        for sequence in &got {
+            prop_assert!(
+                appended.binary_search(sequence).is_ok(),
+                "phantom event {}",
+                sequence
+            );
+        }
+        prop_assert!(subscription.delivered() + subscription.dropped() <= appended.len() as u64);
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
         #[test]
-        fn compaction_and_a_named_cursor_match_a_model_of_removal_and_redaction(ops in proptest::collection::vec(op(), 1..40)) {
+        fn compaction_cursors_and_subscriptions_match_a_model_of_removal_and_redaction(ops in proptest::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let config = || StoreConfig::new(dir.path()).with_segment_max_bytes(4096);
             let mut store = Some(Store::open(config()).unwrap());
@@ -632,6 +659,10 @@ mod model {
             // The named cursor and the next sequence it owes (the model's view).
             let mut cursor = Some(store.as_ref().unwrap().named_cursor("model", &Region::all()).unwrap());
             let mut owed = 0u64;
+            // A lossy subscription: it may drop, but what it delivers must be
+            // events appended while it listened, once each, in order.
+            let mut subscription = Some(store.as_ref().unwrap().subscribe_lossy(&Region::all()));
+            let mut appended_since: Vec<u64> = Vec::new();
             for op in ops {
                 let live = store.as_ref().unwrap();
                 match op {
@@ -653,6 +684,7 @@ mod model {
                                 *clock += 1;
                                 prop_assert_eq!(receipt.clock, *clock);
                                 model.events.insert(receipt.sequence, (name(entity), payload, false));
+                                appended_since.push(receipt.sequence);
                                 if let Some(key) = key {
                                     model.keys.insert(format!("single-{key}"), vec![receipt]);
                                 }
@@ -681,6 +713,7 @@ mod model {
                                     model.next += 1;
                                     *model.clocks.entry(name(*entity)).or_default() += 1;
                                     model.events.insert(receipt.sequence, (name(*entity), payload, false));
+                                    appended_since.push(receipt.sequence);
                                 }
                                 if let Some(key) = key {
                                     model.keys.insert(format!("batch-{key}"), receipts);
@@ -706,10 +739,13 @@ mod model {
                         }
                     }
                     Op::Reopen => {
+                        check_subscription(subscription.take().unwrap(), &appended_since)?;
+                        appended_since.clear();
                         drop(cursor.take());
                         store.take().unwrap().close().unwrap();
                         store = Some(Store::open(config()).unwrap());
                         cursor = Some(store.as_ref().unwrap().named_cursor("model", &Region::all()).unwrap());
+                        subscription = Some(store.as_ref().unwrap().subscribe_lossy(&Region::all()));
                     }
                     Op::Poll(max) => {
                         let live_cursor = cursor.as_mut().unwrap();
@@ -737,6 +773,7 @@ mod model {
                 }
                 check(store.as_ref().unwrap(), &model)?;
             }
+            check_subscription(subscription.take().unwrap(), &appended_since)?;
             drop(cursor.take());
             let live = store.take().unwrap();
             let report = live.verify().unwrap();
