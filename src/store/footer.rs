@@ -1256,39 +1256,12 @@ impl Index {
         };
         let mut entity_ids = Vec::with_capacity(image.entities.len());
         for entity in &image.entities {
-            let id = match self.entity_id(entity.name) {
-                Some(id) => id,
-                None => {
-                    let name: std::sync::Arc<str> = std::sync::Arc::from(entity.name);
-                    let id = u32::try_from(self.entities.len())
-                        .map_err(|_| "too many entities".to_string())?;
-                    self.entities.push(super::EntityState {
-                        name: name.clone(),
-                        sequences: Vec::new(),
-                        clock: 0,
-                        last_hash: None,
-                        floor_clock: 0,
-                    });
-                    self.entity_by_name.insert(name.clone(), id);
-                    self.entity_lookup.insert(name, id);
-                    id
-                }
-            };
+            let id = self.intern_entity(entity.name)?;
             entity_ids.push(id);
         }
         let mut scope_ids = Vec::with_capacity(image.scopes.len());
         for name in &image.scopes {
-            let id = match self.scope_by_name.get(*name) {
-                Some(&id) => id,
-                None => {
-                    let name: std::sync::Arc<str> = std::sync::Arc::from(*name);
-                    let id = u32::try_from(self.scopes.len())
-                        .map_err(|_| "too many scopes".to_string())?;
-                    self.scopes.push(name.clone());
-                    self.scope_by_name.insert(name, id);
-                    id
-                }
-            };
+            let id = self.intern_scope(name)?;
             scope_ids.push(id);
         }
         // Every list grows once, to its final size (the entity table's

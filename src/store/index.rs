@@ -323,6 +323,37 @@ impl Index {
         self.idempotency.get(key).copied()
     }
 
+    /// The id of entity `name`, registering it (with no events) if new.
+    pub(crate) fn intern_entity(&mut self, name: &str) -> Result<u32, String> {
+        if let Some(&id) = self.entity_lookup.get(name) {
+            return Ok(id);
+        }
+        let name: Arc<str> = Arc::from(name);
+        let id = u32::try_from(self.entities.len()).map_err(|_| "too many entities".to_string())?;
+        self.entities.push(EntityState {
+            name: name.clone(),
+            sequences: Vec::new(),
+            clock: 0,
+            last_hash: None,
+            floor_clock: 0,
+        });
+        self.entity_by_name.insert(name.clone(), id);
+        self.entity_lookup.insert(name, id);
+        Ok(id)
+    }
+
+    /// The id of scope `name`, registering it if new.
+    pub(crate) fn intern_scope(&mut self, name: &str) -> Result<u32, String> {
+        if let Some(&id) = self.scope_by_name.get(name) {
+            return Ok(id);
+        }
+        let name: Arc<str> = Arc::from(name);
+        let id = u32::try_from(self.scopes.len()).map_err(|_| "too many scopes".to_string())?;
+        self.scopes.push(name.clone());
+        self.scope_by_name.insert(name, id);
+        Ok(id)
+    }
+
     /// Adds one event. The caller has checked clocks and sequences.
     pub(crate) fn push(&mut self, new: NewEntry<'_>) -> Result<(), String> {
         if new.sequence != self.next_sequence() {
@@ -334,24 +365,7 @@ impl Index {
         }
         let clock = u32::try_from(new.clock)
             .map_err(|_| format!("entity clock {} exceeds the index limit", new.clock))?;
-        let entity = match self.entity_lookup.get(new.entity) {
-            Some(&id) => id,
-            None => {
-                let name: Arc<str> = Arc::from(new.entity);
-                let id = u32::try_from(self.entities.len())
-                    .map_err(|_| "too many entities".to_string())?;
-                self.entities.push(EntityState {
-                    name: name.clone(),
-                    sequences: Vec::new(),
-                    clock: 0,
-                    last_hash: None,
-                    floor_clock: 0,
-                });
-                self.entity_by_name.insert(name.clone(), id);
-                self.entity_lookup.insert(name, id);
-                id
-            }
-        };
+        let entity = self.intern_entity(new.entity)?;
         let state = &mut self.entities[entity as usize];
         // A stub may follow removed events of its entity (a chain anchor);
         // an event always follows its predecessor or a stub of it.
@@ -366,17 +380,7 @@ impl Index {
                 new.entity, state.clock, new.clock
             ));
         }
-        let scope = match self.scope_by_name.get(new.scope) {
-            Some(&id) => id,
-            None => {
-                let name: Arc<str> = Arc::from(new.scope);
-                let id =
-                    u32::try_from(self.scopes.len()).map_err(|_| "too many scopes".to_string())?;
-                self.scopes.push(name.clone());
-                self.scope_by_name.insert(name, id);
-                id
-            }
-        };
+        let scope = self.intern_scope(new.scope)?;
         let state = &mut self.entities[entity as usize];
         if new.stub {
             state.floor_clock = new.clock;
