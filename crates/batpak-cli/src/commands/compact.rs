@@ -1,12 +1,10 @@
 //! `batpak compact`: remove or redact events under a retention policy.
 
-use std::io::{self, BufRead, Write};
-
 use batpak::{Compaction, CompactionProgress, Store};
 use indicatif::ProgressBar;
 use serde_json::json;
 
-use super::Context;
+use super::{confirm, Context};
 use crate::cli::CompactArgs;
 use crate::error::{CliError, CliResult};
 use crate::output::{format_bytes, progress_bar, Out};
@@ -23,7 +21,7 @@ pub fn run(context: &Context, args: &CompactArgs) -> CliResult {
                 .into(),
         ));
     }
-    if !args.yes && !confirm()? {
+    if !args.yes && !confirm("removed and redacted events cannot be restored; compact now?")? {
         return Err(CliError::Failed(
             "compaction cancelled; nothing changed".into(),
         ));
@@ -79,21 +77,4 @@ fn policy(args: &CompactArgs) -> Compaction {
         policy = policy.redact_event(*id);
     }
     policy
-}
-
-/// Asks on stderr, reads a line from stdin. Anything but yes declines.
-fn confirm() -> CliResult<bool> {
-    eprint!("removed and redacted events cannot be restored; compact now? [y/N] ");
-    io::stderr()
-        .flush()
-        .map_err(|e| CliError::io("writing prompt", e))?;
-    let mut answer = String::new();
-    io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::io("reading answer", e))?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }

@@ -12,6 +12,7 @@ pub mod snapshot;
 pub mod tail;
 pub mod verify;
 
+use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 
 use batpak::{Store, StoreConfig};
@@ -52,4 +53,22 @@ impl Context {
             )))
         }
     }
+}
+
+/// Asks `question` on stderr and reads a line from stdin. Anything but yes
+/// declines.
+pub fn confirm(question: &str) -> CliResult<bool> {
+    eprint!("{question} [y/N] ");
+    io::stderr()
+        .flush()
+        .map_err(|e| CliError::io("writing prompt", e))?;
+    let mut answer = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::io("reading answer", e))?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }

@@ -4,7 +4,6 @@
 //! reopen with [`RecoveryMode::Repair`], which scans the log and cuts it at
 //! the damage.
 
-use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use batpak::store::DamageKind;
@@ -13,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::info::describe_cut;
-use super::Context;
+use super::{confirm, Context};
 use crate::cli::RepairArgs;
 use crate::error::{CliError, CliResult};
 use crate::output::{format_bytes, Out};
@@ -72,7 +71,7 @@ pub fn run(context: &Context, args: &RepairArgs) -> CliResult {
             "damage found (dry run: nothing changed)".into(),
         ));
     }
-    if !args.yes && !confirm()? {
+    if !args.yes && !confirm("drop everything after the damage?")? {
         return Err(CliError::CheckFailed(
             "repair declined: nothing changed".into(),
         ));
@@ -184,21 +183,4 @@ fn describe(out: &mut Out, context: &Context, damage: &Damage) -> CliResult {
         }
     }
     out.line("events stored after the damage are lost; copy the directory first if they may matter")
-}
-
-/// Asks on stderr, reads a line from stdin. Anything but yes declines.
-fn confirm() -> CliResult<bool> {
-    eprint!("drop everything after the damage? [y/N] ");
-    io::stderr()
-        .flush()
-        .map_err(|e| CliError::io("writing prompt", e))?;
-    let mut answer = String::new();
-    io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::io("reading answer", e))?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
