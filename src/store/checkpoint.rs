@@ -570,6 +570,21 @@ pub(crate) fn write_atomically(
                 .map_err(|e| StoreError::io("sync directory", parent, e))?;
         }
     }
+    replace_by_rename(io, dir, name, bytes, mode)?;
+    io.sync_dir(dir)
+        .map_err(|e| StoreError::io("sync directory", dir, e))
+}
+
+/// Replaces `dir/name` with `bytes` through `name.tmp`: remove a leftover
+/// temporary, create, write and sync it, rename it into place (the commit
+/// point). The caller syncs `dir` to make the rename durable.
+pub(crate) fn replace_by_rename(
+    io: &dyn StorageIo,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: SyncMode,
+) -> Result<(), StoreError> {
     let temporary = dir.join(format!("{name}.tmp"));
     let target = dir.join(name);
     if temporary.exists() {
@@ -586,9 +601,7 @@ pub(crate) fn write_atomically(
     drop(file);
     // RENAME, THEN FSYNC THE DIRECTORY: the rename is the commit point.
     io.rename(&temporary, &target)
-        .map_err(|e| StoreError::io("rename", &temporary, e))?;
-    io.sync_dir(dir)
-        .map_err(|e| StoreError::io("sync directory", dir, e))
+        .map_err(|e| StoreError::io("rename", &temporary, e))
 }
 
 fn new_builder(io: &dyn StorageIo, path: &Path, id: u32) -> Result<ImageBuilder, StoreError> {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::checkpoint::{footer_file_name, CHECKPOINT_DIR};
+use super::checkpoint::{footer_file_name, replace_by_rename, CHECKPOINT_DIR};
 use super::engine::{now_us, Inner};
 use super::index::Rewritten;
 use super::log::frame::{
@@ -42,7 +42,8 @@ use super::log::frame::{
     SEGMENT_HEADER_BYTES, STUB,
 };
 use super::log::scan::{scan_frames, ScanEnd};
-use super::log::segment::SegmentReader;
+use super::log::segment::{segment_file_name, SegmentReader};
+use super::open::read_range;
 use crate::{EventId, StoreError};
 
 /// Suffix of a segment being rewritten by compaction.
@@ -349,24 +350,15 @@ impl Inner {
         rewrite: &Rewrite,
     ) -> Result<(), StoreError> {
         let dir = self.dir();
-        let temporary = dir.join(format!("{id:010}{COMPACTING_SUFFIX}"));
-        if temporary.exists() {
-            self.io
-                .remove_file(&temporary)
-                .map_err(|e| StoreError::io("remove", &temporary, e))?;
-        }
-        let file = self
-            .io
-            .create_file(&temporary)
-            .map_err(|e| StoreError::io("create", &temporary, e))?;
-        file.write_all_at(&rewrite.bytes, 0)
-            .and_then(|()| file.sync(self.config.sync_mode))
-            .map_err(|e| StoreError::io("write", &temporary, e))?;
-        drop(file);
-        // THE COMMIT POINT: from here on the segment is the new one.
-        self.io
-            .rename(&temporary, path)
-            .map_err(|e| StoreError::io("rename", &temporary, e))?;
+        // `NNNNNNNNNN.segment.tmp`, synced, then renamed over the segment:
+        // THE COMMIT POINT, from here on the segment is the new one.
+        replace_by_rename(
+            self.io.as_ref(),
+            dir,
+            &segment_file_name(id),
+            &rewrite.bytes,
+            self.config.sync_mode,
+        )?;
         let synced = self
             .io
             .sync_dir(dir)
@@ -399,16 +391,12 @@ fn read_segment(inner: &Inner, path: &std::path::Path) -> Result<Vec<u8>, StoreE
         .open_file(path, false)
         .map_err(|e| StoreError::io("open", path, e))?;
     let len = file.len().map_err(|e| StoreError::io("stat", path, e))?;
-    let len =
-        usize::try_from(len).map_err(|_| StoreError::corrupt(path, 0, "segment too large"))?;
-    let mut bytes = vec![0u8; len];
-    let got = file
-        .read_at(&mut bytes, 0)
-        .map_err(|e| StoreError::io("read", path, e))?;
+    let bytes = read_range(file.as_ref(), path, 0, len)?;
+    let got = bytes.len() as u64;
     if got != len {
         return Err(StoreError::corrupt(
             path,
-            got as u64,
+            got,
             "segment shorter than its length",
         ));
     }

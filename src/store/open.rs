@@ -413,7 +413,7 @@ fn recover(
 }
 
 /// Reads bytes `[from, to)` of a file (empty if `from >= to`).
-fn read_range(
+pub(crate) fn read_range(
     file: &dyn StorageFile,
     path: &Path,
     from: u64,
