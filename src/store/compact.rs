@@ -157,6 +157,19 @@ enum Fate {
     Vanish,
 }
 
+impl Fate {
+    /// True if the frame's bytes stay as they are (a kept frame, or one
+    /// already redacted or already a stub).
+    fn keeps_bytes_of(self, view: &FrameView<'_>) -> bool {
+        match self {
+            Fate::Copy => true,
+            Fate::Redact => view.is_redacted(),
+            Fate::Stub => view.is_stub(),
+            Fate::Vanish => false,
+        }
+    }
+}
+
 /// Progress of a compaction, for progress bars
 /// ([`Store::compact_with_progress`](crate::Store::compact_with_progress)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,12 +452,7 @@ fn rewrite_segment(
         .iter()
         .flatten()
         .zip(&fates)
-        .any(|((view, _), fate)| match fate {
-            Fate::Copy => false,
-            Fate::Redact => !view.is_redacted(),
-            Fate::Stub => !view.is_stub(),
-            Fate::Vanish => true,
-        });
+        .any(|((view, _), fate)| !fate.keeps_bytes_of(view));
     if !changes_anything {
         return Ok(None);
     }
@@ -469,37 +477,24 @@ fn rewrite_segment(
         let at = rewrite.bytes.len();
         let new_offset = u32::try_from(at)
             .map_err(|_| StoreError::corrupt(path, *offset, "segment offset beyond 4 GiB"))?;
+        if fate.keeps_bytes_of(view) {
+            let start = *offset as usize;
+            rewrite
+                .bytes
+                .extend_from_slice(&old[start..start + view.frame_len]);
+        }
         let change = match fate {
-            Fate::Copy => {
-                let start = *offset as usize;
-                rewrite
-                    .bytes
-                    .extend_from_slice(&old[start..start + view.frame_len]);
-                if view.is_stub() {
-                    Rewritten::Stub(new_offset)
-                } else {
-                    Rewritten::Kept(new_offset)
-                }
-            }
+            Fate::Copy if view.is_stub() => Rewritten::Stub(new_offset),
+            Fate::Copy => Rewritten::Kept(new_offset),
             Fate::Redact => {
-                if view.is_redacted() {
-                    let start = *offset as usize;
-                    rewrite
-                        .bytes
-                        .extend_from_slice(&old[start..start + view.frame_len]);
-                } else {
+                if !view.is_redacted() {
                     encode_redacted(view, REDACTED, &mut rewrite.bytes);
                     rewrite.redacted += 1;
                 }
                 Rewritten::Kept(new_offset)
             }
             Fate::Stub => {
-                if view.is_stub() {
-                    let start = *offset as usize;
-                    rewrite
-                        .bytes
-                        .extend_from_slice(&old[start..start + view.frame_len]);
-                } else {
+                if !view.is_stub() {
                     encode_redacted(view, REDACTED | STUB, &mut rewrite.bytes);
                     rewrite.removed += 1;
                     rewrite.stubs += 1;

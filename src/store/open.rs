@@ -531,9 +531,7 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
                 Ok(header) if header.segment_id == u64::from(*id) => {
                     // Segments the writer compacted before this store saw them.
                     compacted = header.flags & SEGMENT_FLAG_COMPACTED != 0;
-                    if header.first_sequence > index.next_sequence() {
-                        index.skip_to(header.first_sequence);
-                    }
+                    index.skip_to(header.first_sequence);
                     SEGMENT_HEADER_BYTES
                 }
                 // Still being created by the writer; look again later.
