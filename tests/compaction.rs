@@ -785,3 +785,25 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_rewrite_interrupted_before_its_commit_point_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    fill(&store, 0, 50);
+    let before = all(&store);
+    store.close().unwrap();
+    let unfinished = dir.path().join("0000000000.segment.tmp");
+    std::fs::write(&unfinished, b"half a segment").unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    assert!(!unfinished.exists());
+    assert_eq!(store.open_report().removed_files, vec![unfinished]);
+    assert_eq!(all(&store), before);
+    drop(store);
+    // A read-only open leaves such a file alone.
+    let unfinished = dir.path().join("0000000001.segment.tmp");
+    std::fs::write(&unfinished, b"half a segment").unwrap();
+    let reader = Store::open_read_only(config(dir.path())).unwrap();
+    assert!(unfinished.exists());
+    assert!(reader.open_report().removed_files.is_empty());
+}

@@ -28,7 +28,6 @@
 //! the new one; readers holding the old file keep reading the old inode.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,9 +44,6 @@ use super::log::scan::{scan_frames, ScanEnd};
 use super::log::segment::{segment_file_name, SegmentReader};
 use super::open::read_range;
 use crate::{EventId, StoreError};
-
-/// Suffix of a segment being rewritten by compaction.
-pub(crate) const COMPACTING_SUFFIX: &str = ".segment.tmp";
 
 /// A retention policy: which events [`Store::compact`](crate::Store::compact)
 /// removes and which payloads it redacts. An empty policy changes nothing.
@@ -608,23 +604,4 @@ fn plan(
         later.insert(entity.to_string(), is_stub);
     }
     fates
-}
-
-/// Removes segment files a compaction left half-written (called on open).
-pub(crate) fn leftover_rewrites(dir: &std::path::Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry.file_name().to_str().is_some_and(|name| {
-                name.strip_suffix(COMPACTING_SUFFIX)
-                    .is_some_and(|id| id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit()))
-            })
-        })
-        .map(|entry| entry.path())
-        .collect();
-    found.sort();
-    found
 }

@@ -11,7 +11,6 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::checkpoint::{clean_catalog, load_image, Catalog, ImageOutcome, Maintenance};
-use super::compact::leftover_rewrites;
 use super::engine::{create_segment, pack_position, Active, Inner, SyncState, Tail, Writer};
 use super::index::{Index, NewEntry};
 use super::log::frame::{SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES};
@@ -76,20 +75,6 @@ pub(crate) fn open(
         foreign_files: Vec::new(),
         ignored_files: Vec::new(),
     };
-    if !read_only {
-        // A compaction interrupted before its commit point: the old segment
-        // is still in place, the half-written new one goes.
-        let leftovers = leftover_rewrites(&dir);
-        for path in &leftovers {
-            io.remove_file(path)
-                .map_err(|e| StoreError::io("remove", path, e))?;
-            report.removed_files.push(path.clone());
-        }
-        if !leftovers.is_empty() {
-            io.sync_dir(&dir)
-                .map_err(|e| StoreError::io("sync directory", &dir, e))?;
-        }
-    }
     let mut images = ImageOutcome::default();
     let recovered = loop {
         match recover(&config, io.as_ref(), read_only, &mut report, &mut images)? {
@@ -261,6 +246,17 @@ fn recover(
     let dir = &config.dir;
     let listing = list_dir(dir).map_err(|e| StoreError::io("list", dir, e))?;
     report.foreign_files = listing.foreign.clone();
+    if !read_only && !listing.unfinished.is_empty() {
+        // A compaction interrupted before its commit point: the old segment
+        // is still in place, the half-written new one goes.
+        for path in &listing.unfinished {
+            io.remove_file(path)
+                .map_err(|e| StoreError::io("remove", path, e))?;
+            report.removed_files.push(path.clone());
+        }
+        io.sync_dir(dir)
+            .map_err(|e| StoreError::io("sync directory", dir, e))?;
+    }
     let catalog = Catalog::list(dir);
     *images = ImageOutcome::default();
     let mut index = Index::default();

@@ -43,6 +43,9 @@ pub(crate) struct DirListing {
     pub(crate) segments: Vec<(u32, PathBuf)>,
     /// Files batpak does not own.
     pub(crate) foreign: Vec<PathBuf>,
+    /// `NNNNNNNNNN.segment.tmp`: a segment rewrite (compaction) that never
+    /// reached its commit point.
+    pub(crate) unfinished: Vec<PathBuf>,
 }
 
 pub(crate) fn list_dir(dir: &Path) -> io::Result<DirListing> {
@@ -56,12 +59,19 @@ pub(crate) fn list_dir(dir: &Path) -> io::Result<DirListing> {
         };
         if let Some(id) = parse_segment_file_name(name) {
             listing.segments.push((id, entry.path()));
+        } else if name
+            .strip_suffix(".tmp")
+            .and_then(parse_segment_file_name)
+            .is_some()
+        {
+            listing.unfinished.push(entry.path());
         } else if !RESERVED_NAMES.contains(&name) && !name.ends_with(".tmp") {
             listing.foreign.push(entry.path());
         }
     }
     listing.segments.sort_by_key(|(id, _)| *id);
     listing.foreign.sort();
+    listing.unfinished.sort();
     Ok(listing)
 }
 
