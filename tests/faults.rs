@@ -187,3 +187,38 @@ fn a_failed_rotation_poisons_without_losing_durable_events() {
         assert_eq!(store.stream("a").count(), acknowledged, "{point:?}");
     }
 }
+
+/// Group commit: durable appenders on several threads share syncs, and every
+/// receipt still comes back only after a sync that covers it. (The I/O seam
+/// counts the syncs; the speed-up itself is measured by `cargo xtask bench`,
+/// W4.)
+#[test]
+fn concurrent_durable_appenders_share_syncs() {
+    const THREADS: usize = 8;
+    const EACH: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultInjector::new();
+    let store = open_with(dir.path(), &faults, 1);
+    let before = faults.calls(IoPoint::Sync);
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let store = &store;
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    let receipt = store
+                        .append(&coord(&format!("e{t}")), K, &json!(i))
+                        .unwrap();
+                    let durable = store.durable_sequence().expect("something is durable");
+                    assert!(durable >= receipt.sequence, "receipt before its sync");
+                }
+            });
+        }
+    });
+    let syncs = faults.calls(IoPoint::Sync) - before;
+    let events = (THREADS * EACH) as u64;
+    assert!(
+        syncs * 2 <= events,
+        "{syncs} syncs for {events} durable appends from {THREADS} threads"
+    );
+    store.close().unwrap();
+}

@@ -109,7 +109,61 @@ pub(crate) struct SyncState {
     pub(crate) durable_next: u64,
     pub(crate) in_progress: bool,
     pub(crate) failure: Option<String>,
-    pub(crate) waiters: u64,
+    /// Threads parked until the sync in progress ends.
+    pub(crate) parked: Vec<Parked>,
+    /// Bumped (with [`Inner::sync_generation`]) whenever the parked threads
+    /// are released.
+    pub(crate) generation: u64,
+    /// The leader of the sync in progress waits for its own receipts.
+    pub(crate) leader_appends: bool,
+    /// Appenders that waited when the last sync ended: how many a leader
+    /// expects back before it starts the next one.
+    pub(crate) expected: u64,
+    /// A leader is waiting for appenders to arrive before it syncs.
+    pub(crate) gathering: bool,
+    /// How long the last sync took.
+    pub(crate) last_sync: Duration,
+}
+
+/// A thread waiting for a sync: what it needs synced and how to wake it.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    through: u64,
+    appender: bool,
+    thread: std::thread::Thread,
+}
+
+impl SyncState {
+    /// Threads waiting for durability, the leader included (for stats).
+    pub(crate) fn waiters(&self) -> u64 {
+        self.parked.len() as u64 + u64::from(self.in_progress)
+    }
+
+    /// Waiting appenders, the leader included, that the syncs so far do not
+    /// cover.
+    fn uncovered(&self) -> u64 {
+        let parked = self
+            .parked
+            .iter()
+            .filter(|p| p.appender && p.through > self.durable_next)
+            .count() as u64;
+        parked + u64::from(self.leader_appends)
+    }
+
+    /// Ends a wait round: every parked thread is to wake and look again.
+    /// Call [`unpark_all`] on the result after releasing the lock.
+    #[must_use]
+    fn release(&mut self, generation: &AtomicU64) -> Vec<Parked> {
+        self.generation += 1;
+        generation.store(self.generation, Ordering::Release);
+        std::mem::take(&mut self.parked)
+    }
+}
+
+fn unpark_all(parked: Vec<Parked>) {
+    for waiter in parked {
+        waiter.thread.unpark();
+    }
 }
 
 pub(crate) struct Inner {
@@ -119,7 +173,10 @@ pub(crate) struct Inner {
     pub(crate) index: RwLock<Index>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) sync: Mutex<SyncState>,
-    pub(crate) sync_done: Condvar,
+    /// Mirror of `SyncState::generation`: parked threads wake when it moves.
+    pub(crate) sync_generation: AtomicU64,
+    /// Wakes a gathering sync leader when the appenders it expects arrived.
+    pub(crate) sync_arrivals: Condvar,
     /// Mirror of `SyncState::durable_next` for lock-free reads.
     pub(crate) durable_next: AtomicU64,
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<SegmentReader>>>,
@@ -153,6 +210,13 @@ pub(crate) fn now_us() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Who waits in [`Inner::sync_through_as`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    Appender,
+    Other,
 }
 
 /// What an append produced before any wait for durability.
@@ -627,26 +691,84 @@ impl Inner {
     /// Makes every sequence below `through` durable, leading a sync if no one
     /// else is. Returns an error if the sync that should have covered it failed.
     pub(crate) fn sync_through(&self, through: u64) -> Result<(), StoreError> {
+        self.sync_through_as(through, Waiter::Other)
+    }
+
+    /// [`Inner::sync_through`] for an appender waiting for its receipts.
+    ///
+    /// Appenders are counted so the sync leader can gather a group: the
+    /// appenders a sync releases come straight back with their next events,
+    /// and a leader that started syncing at once would cover only the few
+    /// that were already back, leaving the rest for the sync after (groups
+    /// settle at about half the appenders). So a leader first waits until as
+    /// many appenders wait as did when the last sync finished, or for half
+    /// the last sync's duration, whichever comes first. A single appender
+    /// never waits (it is the one expected), nor does a leader that is not
+    /// an appender (the interval sync, `Store::sync`).
+    pub(crate) fn sync_through_appender(&self, through: u64) -> Result<(), StoreError> {
+        self.sync_through_as(through, Waiter::Appender)
+    }
+
+    fn sync_through_as(&self, through: u64, waiter: Waiter) -> Result<(), StoreError> {
+        let appender = waiter == Waiter::Appender;
         let mut state = self.sync.lock();
-        state.waiters += 1;
-        let result = loop {
+        loop {
             if state.durable_next >= through {
-                break Ok(());
+                return Ok(());
             }
             if let Some(reason) = &state.failure {
-                break Err(StoreError::Poisoned {
+                return Err(StoreError::Poisoned {
                     reason: reason.clone(),
                 });
             }
             if state.in_progress {
-                self.sync_done.wait(&mut state);
+                // Park until the round ends. Threads the sync covered return
+                // without taking the lock again, so a large group wakes at
+                // once instead of one lock hand-over at a time.
+                state.parked.push(Parked {
+                    through,
+                    appender,
+                    thread: std::thread::current(),
+                });
+                if appender && state.gathering && state.uncovered() >= state.expected {
+                    self.sync_arrivals.notify_one();
+                }
+                let generation = state.generation;
+                drop(state);
+                while self.sync_generation.load(Ordering::Acquire) == generation {
+                    std::thread::park();
+                }
+                if self.durable_next.load(Ordering::Acquire) >= through {
+                    return Ok(());
+                }
+                state = self.sync.lock();
                 continue;
             }
             state.in_progress = true;
+            state.leader_appends = appender;
+            if appender && state.uncovered() < state.expected {
+                let deadline = std::time::Instant::now() + state.last_sync / 2;
+                state.gathering = true;
+                while state.uncovered() < state.expected
+                    && !self
+                        .sync_arrivals
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                {}
+                state.gathering = false;
+                // Fewer came than expected: some appender has stopped.
+                state.expected = state.uncovered();
+            }
             drop(state);
+            let started = std::time::Instant::now();
             let outcome = self.lead_sync();
+            let took = started.elapsed();
             state = self.sync.lock();
             state.in_progress = false;
+            state.last_sync = took;
+            let appenders = state.parked.iter().filter(|p| p.appender).count() as u64
+                + u64::from(state.leader_appends);
+            state.expected = state.expected.max(appenders);
             match outcome {
                 Ok(durable_next) => {
                     state.durable_next = state.durable_next.max(durable_next);
@@ -657,10 +779,11 @@ impl Inner {
                     state.failure.get_or_insert(reason);
                 }
             }
-            self.sync_done.notify_all();
-        };
-        state.waiters -= 1;
-        result
+            let parked = state.release(&self.sync_generation);
+            drop(state);
+            unpark_all(parked);
+            state = self.sync.lock();
+        }
     }
 
     /// One group commit: flush under the writer lock, sync outside it, then
@@ -758,7 +881,9 @@ impl Inner {
             state.durable_next = state.durable_next.max(through);
             self.durable_next
                 .store(state.durable_next, Ordering::Release);
-            self.sync_done.notify_all();
+            let parked = state.release(&self.sync_generation);
+            drop(state);
+            unpark_all(parked);
         }
         self.complete_durable(writer, through);
         match SegmentReader::open(old_path.clone(), true) {
@@ -848,7 +973,9 @@ impl Inner {
         {
             let mut state = self.sync.lock();
             state.failure.get_or_insert(reason);
-            self.sync_done.notify_all();
+            let parked = state.release(&self.sync_generation);
+            drop(state);
+            unpark_all(parked);
         }
         self.publish(visible);
     }

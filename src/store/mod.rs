@@ -94,7 +94,7 @@ impl AppendTicket {
     /// is not in the store and this returns the error.
     pub fn wait(self) -> Result<AppendReceipt, StoreError> {
         if let Some(through) = self.sync_through {
-            self.inner.sync_through(through)?;
+            self.inner.sync_through_appender(through)?;
         }
         Ok(self.receipt)
     }
@@ -243,7 +243,7 @@ impl Store {
     ) -> Result<Vec<AppendReceipt>, StoreError> {
         let accepted = self.inner.append_batch(batch, allow_reserved)?;
         if let Some(through) = accepted.sync_through {
-            self.inner.sync_through(through)?;
+            self.inner.sync_through_appender(through)?;
         }
         Ok(accepted.receipts)
     }
@@ -562,7 +562,7 @@ impl Store {
             next_sequence,
             durable_sequence: durable_next.checked_sub(1),
             unsynced_events: next_sequence.saturating_sub(durable_next),
-            writer_queue_depth: self.inner.sync.lock().waiters,
+            writer_queue_depth: self.inner.sync.lock().waiters(),
             index_memory_bytes,
             poisoned,
             open_report: self.inner.open_report.clone(),

@@ -146,7 +146,8 @@ pub(crate) fn open(
             durable_next: next_sequence,
             ..SyncState::default()
         }),
-        sync_done: Condvar::new(),
+        sync_generation: AtomicU64::new(0),
+        sync_arrivals: Condvar::new(),
         durable_next: AtomicU64::new(next_sequence),
         segments: RwLock::new(readers),
         flushed: AtomicU64::new(flushed),

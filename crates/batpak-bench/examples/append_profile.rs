@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::path::PathBuf::from,
     );
     let n: usize = args.next().map_or(Ok(20_000), |s| s.parse())?;
+    let sync_every: u32 = args.next().map_or(Ok(1000), |s| s.parse())?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -37,9 +38,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| Coordinate::new(format!("entity-{i}"), "bench"))
         .collect::<Result<Vec<_>, _>>()?;
     let users: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
-    let store = Store::open(StoreConfig::new(&dir).with_sync_every_n_events(1000))?;
+    let store = Store::open(StoreConfig::new(&dir).with_sync_every_n_events(sync_every))?;
     let started = std::time::Instant::now();
+    let mut lat: Vec<u64> = Vec::with_capacity(n);
     for i in 0..n {
+        let t0 = std::time::Instant::now();
         let payload = Payload {
             user: &users[(i / 3) % 1000],
             amount: (i as u64).wrapping_mul(7919) % 1_000_000,
@@ -50,6 +53,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             EventKind::custom(1, (i % 4) as u16),
             &payload,
         )?;
+        lat.push(t0.elapsed().as_nanos() as u64);
+    }
+    if std::env::var("HIST").is_ok() {
+        let edges = [
+            1000u64,
+            1500,
+            2000,
+            5000,
+            10_000,
+            50_000,
+            100_000,
+            1_000_000,
+            u64::MAX,
+        ];
+        let mut lo = 0;
+        for hi in edges {
+            let (c, s) = lat
+                .iter()
+                .filter(|&&l| l >= lo && l < hi)
+                .fold((0u64, 0u64), |(c, s), &l| (c + 1, s + l));
+            eprintln!("[{lo}..{hi}) ns: {c} ops, {:.1} ms", s as f64 / 1e6);
+            lo = hi;
+        }
     }
     let elapsed = started.elapsed();
     store.close()?;
