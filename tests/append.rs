@@ -312,11 +312,13 @@ fn durability_cadence_and_explicit_sync() {
     assert_eq!(store.durable_sequence(), Some(5));
     store.sync().unwrap();
     assert_eq!(store.durable_sequence(), Some(8));
-    // The n-th unsynced append syncs before it returns.
+    // The append that makes n events unsynced returns only once at most
+    // n - 1 acknowledged events are unsynced.
     for i in 9..19 {
         store.append(&coord("a"), MOVED, &i).unwrap();
+        assert!(store.stats().unsynced_events <= 9);
     }
-    assert_eq!(store.durable_sequence(), Some(18));
+    assert!(store.durable_sequence() >= Some(9));
     // Relaxed appends are readable at once.
     let r = store.append(&coord("b"), MOVED, &"fresh").unwrap();
     assert_eq!(

@@ -19,7 +19,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex, RwLock, RwLockUpgradableReadGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockUpgradableReadGuard};
 
 use super::index::{Index, NewEntry};
 use super::log::frame::{
@@ -65,12 +65,13 @@ fn preallocation_step(segment_max_bytes: u64) -> u64 {
     segment_max_bytes.clamp(SEGMENT_HEADER_BYTES as u64, 4 * 1024 * 1024)
 }
 
-/// Writes zeros from `from` up to `to` and syncs them (and the new length).
+/// Writes zeros from `from` up to `to` and, given a mode, syncs them (and
+/// the new length).
 fn write_zeros(
     file: &dyn StorageFile,
     from: u64,
     to: u64,
-    mode: crate::SyncMode,
+    mode: Option<crate::SyncMode>,
 ) -> std::io::Result<()> {
     const CHUNK: usize = 1024 * 1024;
     let zeros = vec![0u8; CHUNK.min(usize::try_from(to - from).unwrap_or(CHUNK))];
@@ -80,8 +81,25 @@ fn write_zeros(
         file.write_all_at(&zeros[..len], at)?;
         at += len as u64;
     }
-    file.sync(mode)
+    match mode {
+        Some(mode) => file.sync(mode),
+        None => Ok(()),
+    }
 }
+
+/// Zeros the background thread writes ahead of the log, so that appenders
+/// rarely stop to write them (see [`Inner::extend_ahead`]).
+#[derive(Debug, Default)]
+pub(crate) struct Extension {
+    /// The background thread is writing zeros past the active segment's
+    /// `allocated`: nothing else may write there until it is done.
+    pub(crate) busy: bool,
+    /// A finished extension, (segment, new end), not yet adopted by the writer.
+    pub(crate) done: Option<(u32, u64)>,
+}
+
+/// How much the background thread writes ahead per round.
+const EXTENSION_CHUNK: u64 = 256 * 1024;
 
 /// Where a read-only store's scan of the log stopped.
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +217,24 @@ pub(crate) struct Inner {
     pub(crate) sync_requested: AtomicBool,
     /// Footers and checkpoints (see `checkpoint.rs`).
     pub(crate) maintenance: super::checkpoint::Maintenance,
+    /// Background preallocation (lock order: `writer` → `extension`).
+    pub(crate) extension: Mutex<Extension>,
+    pub(crate) extension_done: Condvar,
+    /// Held while bytes go to the active segment, so writes land in order
+    /// even when a sync leader writes without the writer lock (lock order:
+    /// `writer` → `flushing`; see [`Inner::flush_unlocked`]).
+    pub(crate) flushing: Mutex<Flushing>,
+}
+
+/// The write in flight to the active segment.
+#[derive(Debug, Default)]
+pub(crate) struct Flushing {
+    /// The bytes being written; swapped with the active segment's pending
+    /// buffer, so both keep their capacity.
+    spare: Vec<u8>,
+    /// A write made without the writer lock failed and the store is about
+    /// to be poisoned: no later bytes may follow it into the file.
+    failed: bool,
 }
 
 pub(crate) fn pack_position(segment: u32, offset: u64) -> u64 {
@@ -550,8 +586,21 @@ impl Inner {
         }
         let last_sequence = first_sequence + u64::from(count) - 1;
         tracing::trace!(first_sequence, count, durable, "append");
+        let cadence = u64::from(self.config.sync_every_n_events);
         let unsynced = last_sequence + 1 - self.durable_next.load(Ordering::Acquire);
-        let must_sync = durable || unsynced >= u64::from(self.config.sync_every_n_events);
+        // A durable unit is hidden until its sync and waits for it. A relaxed
+        // unit that reaches the cadence is visible at once like any relaxed
+        // one, but its appender waits until at most `cadence - 1` of the
+        // acknowledged events are unsynced, which a sync already under way
+        // usually achieves; with `cadence = 1` that is its own sync.
+        let must_sync = durable || cadence <= 1;
+        let wait_through = if must_sync {
+            Some(last_sequence + 1)
+        } else if unsynced >= cadence {
+            Some(last_sequence + 2 - cadence)
+        } else {
+            None
+        };
         if must_sync {
             writer
                 .awaiting_sync
@@ -563,7 +612,7 @@ impl Inner {
         drop(index);
         self.publish(visible);
         if !must_sync
-            && unsynced * 2 >= u64::from(self.config.sync_every_n_events)
+            && unsynced * 2 >= cadence
             && !self.sync_requested.swap(true, Ordering::AcqRel)
         {
             let _stop = self.flusher_stop.lock();
@@ -582,7 +631,7 @@ impl Inner {
         }
         Ok(Accepted {
             receipts,
-            sync_through: must_sync.then_some(last_sequence + 1),
+            sync_through: wait_through,
         })
     }
 
@@ -648,29 +697,25 @@ impl Inner {
         }
     }
 
-    /// Hands the pending bytes to the operating system.
+    /// Hands the pending bytes to the operating system, under the writer lock.
+    /// Also waits for a write in flight ([`Inner::flush_unlocked`]), so when it
+    /// returns every byte before `end()` is in the operating system.
     pub(crate) fn flush_pending(&self, writer: &mut Writer) -> Result<(), StoreError> {
         let Some(active) = writer.active.as_mut() else {
             return Ok(());
         };
+        let flushing = self.flushing.lock();
+        if flushing.failed {
+            drop(flushing);
+            return Err(self.flush_failed(writer));
+        }
         if active.pending.is_empty() {
             return Ok(());
         }
-        let end = active.end();
-        if end > active.allocated {
-            let step = preallocation_step(self.config.segment_max_bytes);
-            let target = end.max(active.allocated + step);
-            if let Err(source) = write_zeros(
-                active.file.as_ref(),
-                active.allocated,
-                target,
-                self.config.sync_mode,
-            ) {
-                let error = StoreError::io("preallocate", active.path.clone(), source);
-                self.fail(writer, error.to_string());
-                return Err(error);
-            }
-            active.allocated = target;
+        if let Err(error) = self.make_room(active) {
+            drop(flushing);
+            self.fail(writer, error.to_string());
+            return Err(error);
         }
         match active.file.write_all_at(&active.pending, active.written) {
             Ok(()) => {
@@ -682,10 +727,151 @@ impl Inner {
             }
             Err(source) => {
                 let error = StoreError::io("write", active.path.clone(), source);
+                drop(flushing);
                 self.fail(writer, error.to_string());
                 Err(error)
             }
         }
+    }
+
+    /// [`Inner::flush_pending`] for a sync leader: takes the pending bytes
+    /// under the writer lock, then releases it and writes them, so appenders
+    /// keep encoding while the bytes are copied to the operating system.
+    /// `flushing` is held across the write: whoever writes next, or changes
+    /// the file's length, waits for it.
+    fn flush_unlocked(&self, mut writer: MutexGuard<'_, Writer>) -> Result<(), StoreError> {
+        let Some(active) = writer.active.as_mut() else {
+            return Ok(());
+        };
+        let mut flushing = self.flushing.lock();
+        if flushing.failed {
+            drop(flushing);
+            return Err(self.flush_failed(&mut writer));
+        }
+        if active.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.make_room(active) {
+            drop(flushing);
+            self.fail(&mut writer, error.to_string());
+            return Err(error);
+        }
+        std::mem::swap(&mut active.pending, &mut flushing.spare);
+        let offset = active.written;
+        let end = offset + flushing.spare.len() as u64;
+        active.written = end;
+        let (file, id, path) = (active.file.clone(), active.id, active.path.clone());
+        drop(writer);
+        let written = file.write_all_at(&flushing.spare, offset);
+        flushing.spare.clear();
+        match written {
+            Ok(()) => {
+                self.flushed
+                    .store(pack_position(id, end), Ordering::Release);
+                Ok(())
+            }
+            Err(source) => {
+                flushing.failed = true;
+                drop(flushing);
+                let error = StoreError::io("write", path, source);
+                self.fail(&mut self.writer.lock(), error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// The error for a flush that finds an earlier unlocked write failed.
+    fn flush_failed(&self, writer: &mut Writer) -> StoreError {
+        let reason = writer
+            .poisoned
+            .clone()
+            .unwrap_or_else(|| "an earlier write to the log failed".into());
+        self.fail(writer, reason.clone());
+        StoreError::Poisoned { reason }
+    }
+
+    /// Makes sure the zeros ahead of the log reach past the pending bytes,
+    /// writing (and syncing) the next preallocation step if they do not.
+    fn make_room(&self, active: &mut Active) -> Result<(), StoreError> {
+        let end = active.end();
+        if end > active.allocated {
+            self.settle_extension(active);
+        }
+        if end > active.allocated {
+            let step = preallocation_step(self.config.segment_max_bytes);
+            let target = end.max(active.allocated + step);
+            write_zeros(
+                active.file.as_ref(),
+                active.allocated,
+                target,
+                Some(self.config.sync_mode),
+            )
+            .map_err(|source| StoreError::io("preallocate", active.path.clone(), source))?;
+            active.allocated = target;
+        }
+        Ok(())
+    }
+
+    /// Waits for a background extension of the active segment to finish and
+    /// adopts its zeros. Called under the writer lock before anything writes
+    /// past `allocated` or changes the file's length.
+    pub(crate) fn settle_extension(&self, active: &mut Active) {
+        let mut extension = self.extension.lock();
+        while extension.busy {
+            self.extension_done.wait(&mut extension);
+        }
+        if let Some((segment, end)) = extension.done.take() {
+            if segment == active.id && end > active.allocated {
+                active.allocated = end;
+            }
+        }
+    }
+
+    /// Background thread of relaxed stores, after each interval sync: keeps
+    /// the zeros ahead of the log about one preallocation step long by
+    /// writing the next [`EXTENSION_CHUNK`] of them, without a lock held and
+    /// without a sync of their own. The next interval sync carries them to
+    /// disk with its data, a little at a time. Written by the appender, the
+    /// whole step and its sync would stall appends for milliseconds, and a
+    /// step written here in one go would hold up the syncs appenders wait for.
+    /// `busy` keeps everyone else out of the range until it is adopted. A
+    /// failure is only logged: the appender then writes the zeros itself and
+    /// reports its own failure.
+    pub(crate) fn extend_ahead(&self) {
+        let step = preallocation_step(self.config.segment_max_bytes);
+        let job = {
+            let mut writer = self.writer.lock();
+            if writer.poisoned.is_some() || self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(active) = writer.active.as_mut() else {
+                return;
+            };
+            let mut extension = self.extension.lock();
+            if extension.busy {
+                return;
+            }
+            if let Some((segment, end)) = extension.done.take() {
+                if segment == active.id && end > active.allocated {
+                    active.allocated = end;
+                }
+            }
+            let to = (active.allocated + EXTENSION_CHUNK).min(self.config.segment_max_bytes);
+            if active.allocated >= active.end() + step || to <= active.allocated {
+                return;
+            }
+            extension.busy = true;
+            (active.file.clone(), active.id, active.allocated, to)
+        };
+        let (file, segment, from, to) = job;
+        let written = write_zeros(file.as_ref(), from, to, None);
+        if let Err(error) = &written {
+            tracing::warn!(%error, segment, "could not preallocate ahead of the log");
+        }
+        let mut extension = self.extension.lock();
+        extension.busy = false;
+        extension.done = written.ok().map(|()| (segment, to));
+        self.extension_done.notify_all();
     }
 
     /// Makes every sequence below `through` durable, leading a sync if no one
@@ -790,16 +976,17 @@ impl Inner {
     /// publish everything the sync covered.
     fn lead_sync(&self) -> Result<u64, String> {
         let (file, through, path) = {
-            let mut writer = self.writer.lock();
+            let writer = self.writer.lock();
             if let Some(reason) = &writer.poisoned {
                 return Err(reason.clone());
             }
             let through = self.index.read().next_sequence();
-            self.flush_pending(&mut writer).map_err(|e| e.to_string())?;
             let Some(active) = writer.active.as_ref() else {
                 return Err("store is read-only".into());
             };
-            (active.file.clone(), through, active.path.clone())
+            let (file, path) = (active.file.clone(), active.path.clone());
+            self.flush_unlocked(writer).map_err(|e| e.to_string())?;
+            (file, through, path)
         };
         let started = std::time::Instant::now();
         let synced = file.sync(self.config.sync_mode);
@@ -864,6 +1051,12 @@ impl Inner {
         };
         let old_id = active.id;
         let old_path = active.path.clone();
+        if let Some(active) = writer.active.as_mut() {
+            self.settle_extension(active);
+        }
+        let Some(active) = writer.active.as_ref() else {
+            return Err(StoreError::ReadOnly);
+        };
         // A sealed segment ends exactly at its last frame.
         let trimmed = if active.allocated > active.written {
             active.file.set_len(active.written)
@@ -933,6 +1126,9 @@ impl Inner {
         let durable_next = self.sync.lock().durable_next;
         let mut index = self.index.write();
         if let Some(active) = writer.active.as_mut() {
+            self.settle_extension(active);
+            // A write in flight finishes (or fails) before the cut.
+            drop(self.flushing.lock());
             active.pending.clear();
             // Cut at the first event that is not durable. Rotation syncs the
             // sealed segment first, so that event is in the active segment.
@@ -1002,6 +1198,12 @@ impl Inner {
         }
         let weak: Weak<Inner> = Arc::downgrade(self);
         let interval = self.config.sync_interval;
+        // Under fault injection every I/O call happens on a caller's thread,
+        // in a deterministic order, so the appender writes its zeros itself.
+        #[cfg(feature = "dangerous-test-hooks")]
+        let extend_in_background = self.config.fault_injector.is_none();
+        #[cfg(not(feature = "dangerous-test-hooks"))]
+        let extend_in_background = true;
         let spawned = std::thread::Builder::new()
             .name("batpak-sync".into())
             .spawn(move || loop {
@@ -1025,6 +1227,9 @@ impl Inner {
                         tracing::warn!(%error, "interval sync failed");
                         return;
                     }
+                }
+                if extend_in_background {
+                    inner.extend_ahead();
                 }
             });
         match spawned {
@@ -1096,7 +1301,7 @@ pub(crate) fn create_segment(
         file.as_ref(),
         SEGMENT_HEADER_BYTES as u64,
         allocated,
-        inner.config.sync_mode,
+        Some(inner.config.sync_mode),
     )
     .map_err(|e| StoreError::io("preallocate", path.clone(), e))?;
     // FSYNC THE DIRECTORY: without it the new file may vanish on power loss.
@@ -1133,6 +1338,8 @@ impl Inner {
             return;
         }
         if let Some(active) = writer.active.as_mut() {
+            self.settle_extension(active);
+            let _flushing = self.flushing.lock();
             if active.allocated > active.written {
                 let trimmed = active
                     .file

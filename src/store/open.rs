@@ -11,7 +11,9 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::checkpoint::{clean_catalog, load_image, Catalog, ImageOutcome, Maintenance};
-use super::engine::{create_segment, pack_position, Active, Inner, SyncState, Tail, Writer};
+use super::engine::{
+    create_segment, pack_position, Active, Extension, Flushing, Inner, SyncState, Tail, Writer,
+};
 use super::index::{Index, NewEntry};
 use super::log::frame::{SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES};
 use super::log::io::{StorageFile, StorageIo};
@@ -147,6 +149,9 @@ pub(crate) fn open(
             ..SyncState::default()
         }),
         sync_generation: AtomicU64::new(0),
+        extension: Mutex::new(Extension::default()),
+        extension_done: Condvar::new(),
+        flushing: Mutex::new(Flushing::default()),
         sync_arrivals: Condvar::new(),
         durable_next: AtomicU64::new(next_sequence),
         segments: RwLock::new(readers),
