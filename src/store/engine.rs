@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockUpgradableReadGuard};
+use smallvec::SmallVec;
 
 use super::index::{Index, NewEntry};
 use super::log::frame::{
@@ -255,10 +256,13 @@ enum Waiter {
     Other,
 }
 
+/// The receipts of one unit, inline for a single event.
+pub(crate) type Receipts = SmallVec<[AppendReceipt; 1]>;
+
 /// What an append produced before any wait for durability.
 #[derive(Debug)]
 pub(crate) struct Accepted {
-    pub(crate) receipts: Vec<AppendReceipt>,
+    pub(crate) receipts: Receipts,
     /// Sequences below this must be durable before the receipts may be returned.
     pub(crate) sync_through: Option<u64>,
 }
@@ -456,9 +460,11 @@ impl Inner {
         let first_sequence = index.next_sequence();
         let timestamp_us = now_us();
         let now_ms = u64::try_from(timestamp_us / 1000).unwrap_or(0);
-        let mut heads: Vec<(&str, u64, Option<EventHash>)> = Vec::with_capacity(drafts.len());
-        let mut frames: Vec<(FrameFields<'_>, Option<EventHash>)> =
-            Vec::with_capacity(drafts.len());
+        // Inline for single events: the common append allocates nothing here.
+        let mut heads: SmallVec<[(&str, u64, Option<EventHash>); 1]> =
+            SmallVec::with_capacity(drafts.len());
+        let mut frames: SmallVec<[(FrameFields<'_>, Option<EventHash>); 1]> =
+            SmallVec::with_capacity(drafts.len());
         let mut unit_bytes = 0usize;
         for (position, draft) in drafts.iter().enumerate() {
             let entity = draft.coordinate.entity();
@@ -549,7 +555,7 @@ impl Inner {
         let active = writer.active.as_mut().ok_or((None, StoreError::ReadOnly))?;
         let segment = active.id;
         let count = frames.len() as u32;
-        let mut receipts = Vec::with_capacity(frames.len());
+        let mut receipts = Receipts::with_capacity(frames.len());
         for (position, (fields, hash)) in frames.iter().enumerate() {
             let offset = active.end();
             encode_frame(fields, hash.as_ref(), &mut active.pending);
@@ -644,7 +650,7 @@ impl Inner {
         if let Some(through) = sync_through {
             self.sync_through(through)?;
         }
-        let mut receipts = Vec::with_capacity(count as usize);
+        let mut receipts = Receipts::with_capacity(count as usize);
         for sequence in first..=last {
             receipts.push(self.receipt_at(sequence)?);
         }

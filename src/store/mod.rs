@@ -210,10 +210,11 @@ impl Store {
         if kind.is_reserved() {
             return Err(StoreError::ReservedKind { kind });
         }
-        let bytes = codec::encode_payload(payload, self.inner.config.payload_max_bytes)?;
-        let accepted = self
-            .inner
-            .append_one(coordinate, kind, &bytes, &options, false)?;
+        let accepted =
+            codec::with_encoded(payload, self.inner.config.payload_max_bytes, |bytes| {
+                self.inner
+                    .append_one(coordinate, kind, bytes, &options, false)
+            })?;
         Ok(self.ticket(accepted))
     }
 
@@ -245,7 +246,7 @@ impl Store {
         if let Some(through) = accepted.sync_through {
             self.inner.sync_through_appender(through)?;
         }
-        Ok(accepted.receipts)
+        Ok(accepted.receipts.into_vec())
     }
 
     /// Makes everything acknowledged so far durable.

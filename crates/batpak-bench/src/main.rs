@@ -56,7 +56,7 @@ struct Args {
     /// Run only these workloads (comma-separated: P1,P2,W1,...,W7).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
-    /// Engines to run (comma-separated: batpak,sqlite); P1/P2 always run.
+    /// Engines to run (comma-separated: batpak,sqlite); P1/P2 run when selected.
     #[arg(
         long,
         value_delimiter = ',',

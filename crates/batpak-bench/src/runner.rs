@@ -115,6 +115,34 @@ struct Collector {
 /// One engine's side of a workload: runs one sample in a fresh directory.
 type Work<'a> = &'a dyn Fn(&Path) -> BenchResult<Sample>;
 
+/// One engine on one workload: `group` is the id `--only` selects it by,
+/// `id` the row it reports to.
+struct Job<'a> {
+    group: &'static str,
+    id: String,
+    n: usize,
+    engine: &'static str,
+    work: Work<'a>,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        group: &'static str,
+        id: &str,
+        n: usize,
+        engine: &'static str,
+        work: Work<'a>,
+    ) -> Job<'a> {
+        Job {
+            group,
+            id: id.to_string(),
+            n,
+            engine,
+            work,
+        }
+    }
+}
+
 impl Collector {
     fn add(&mut self, engine: &str, workload: &str, n: usize, result: BenchResult<Sample>) {
         let position = self
@@ -198,97 +226,84 @@ pub fn run(plan: &Plan, fixture: &Fixture) -> BenchResult<Vec<Row>> {
     let mut collector = Collector { rows: Vec::new() };
     let reps = plan.repeat.max(1);
 
-    let mut single = |id: &str, n: usize, engines: &[(&str, Work<'_>)]| -> BenchResult<()> {
-        eprintln!("{id} (n = {n})");
+    // One group's jobs run interleaved, repetition by repetition: a ratio
+    // between rows of a group (a workload and the physical limit it is
+    // judged against, or two workloads of one engine) compares samples taken
+    // side by side, so load that comes and goes on a shared machine moves
+    // both.
+    let mut interleaved = |jobs: &[Job<'_>]| -> BenchResult<()> {
+        let jobs: Vec<&Job<'_>> = jobs
+            .iter()
+            .filter(|job| plan.wants(job.group) && plan.wants_engine(job.engine))
+            .collect();
+        let mut announced: Vec<&str> = Vec::new();
+        for job in &jobs {
+            if !announced.contains(&job.id.as_str()) {
+                eprintln!("{} (n = {})", job.id, job.n);
+                announced.push(&job.id);
+            }
+        }
         for _ in 0..reps {
-            for (engine, work) in engines.iter().filter(|(e, _)| plan.wants_engine(e)) {
-                let dir = fresh(&scratch.join(format!("{id}-{engine}")))?;
-                collector.add(engine, id, n, measured(|| work(&dir)));
+            for job in &jobs {
+                let dir = fresh(&scratch.join(format!("{}-{}", job.id, job.engine)))?;
+                collector.add(job.engine, &job.id, job.n, measured(|| (job.work)(&dir)));
                 remove(&dir);
             }
         }
         Ok(())
     };
 
-    if plan.wants("P1") {
-        single(
-            "P1",
-            sizes.p1,
-            &[("raw", &|d| physical::fdatasync_appends(d, sizes.p1))],
-        )?;
-        single(
-            "P1-rewrite",
-            sizes.p1,
-            &[("raw", &|d| physical::fdatasync_overwrites(d, sizes.p1))],
-        )?;
-    }
-    if plan.wants("P2") {
-        single(
-            "P2",
-            sizes.p2,
-            &[("raw", &|d| physical::framing_loop(d, fixture, sizes.p2))],
-        )?;
-    }
-    if plan.wants("W1") {
-        single(
-            "W1",
-            sizes.w1,
-            &[
-                ("batpak", &|d| {
-                    batpak_engine::single_appends(fixture, d, sizes.w1, 1000)
-                }),
-                ("sqlite", &|d| {
-                    sqlite_engine::single_appends(fixture, d, sizes.w1, Synchronous::Normal)
-                }),
-            ],
-        )?;
-    }
-    if plan.wants("W2") {
-        single(
-            "W2",
-            sizes.w2,
-            &[
-                ("batpak", &|d| {
-                    batpak_engine::single_appends(fixture, d, sizes.w2, 1)
-                }),
-                ("sqlite", &|d| {
-                    sqlite_engine::single_appends(fixture, d, sizes.w2, Synchronous::Full)
-                }),
-            ],
-        )?;
-    }
-    if plan.wants("W3") {
-        let (count, size) = (sizes.w3_batches, sizes.w3_batch_size);
-        single(
-            "W3",
-            count * size,
-            &[
-                ("batpak", &|d| {
-                    batpak_engine::batches(fixture, d, count, size)
-                }),
-                ("sqlite", &|d| {
-                    sqlite_engine::batches(fixture, d, count, size)
-                }),
-            ],
-        )?;
-    }
-    if plan.wants("W4") {
-        for threads in [2usize, 8] {
-            let n = sizes.w4 / threads * threads;
-            single(
-                &format!("W4x{threads}"),
-                n,
-                &[
-                    ("batpak", &|d| {
-                        batpak_engine::concurrent_appends(fixture, d, threads, n)
-                    }),
-                    ("sqlite", &|d| {
-                        sqlite_engine::concurrent_appends(fixture, d, threads, n)
-                    }),
-                ],
-            )?;
-        }
-    }
+    // P2 beside W1 (W1/P2).
+    interleaved(&[
+        Job::new("P2", "P2", sizes.p2, "raw", &|d| {
+            physical::framing_loop(d, fixture, sizes.p2)
+        }),
+        Job::new("W1", "W1", sizes.w1, "batpak", &|d| {
+            batpak_engine::single_appends(fixture, d, sizes.w1, 1000)
+        }),
+        Job::new("W1", "W1", sizes.w1, "sqlite", &|d| {
+            sqlite_engine::single_appends(fixture, d, sizes.w1, Synchronous::Normal)
+        }),
+    ])?;
+    // The durable rows share the disk: P1 beside W2 (W2/P1) and W2 beside
+    // W4 (W4x8/W2).
+    let w4x2 = sizes.w4 / 2 * 2;
+    let w4x8 = sizes.w4 / 8 * 8;
+    interleaved(&[
+        Job::new("P1", "P1", sizes.p1, "raw", &|d| {
+            physical::fdatasync_appends(d, sizes.p1)
+        }),
+        Job::new("P1", "P1-rewrite", sizes.p1, "raw", &|d| {
+            physical::fdatasync_overwrites(d, sizes.p1)
+        }),
+        Job::new("W2", "W2", sizes.w2, "batpak", &|d| {
+            batpak_engine::single_appends(fixture, d, sizes.w2, 1)
+        }),
+        Job::new("W2", "W2", sizes.w2, "sqlite", &|d| {
+            sqlite_engine::single_appends(fixture, d, sizes.w2, Synchronous::Full)
+        }),
+        Job::new("W4", "W4x2", w4x2, "batpak", &|d| {
+            batpak_engine::concurrent_appends(fixture, d, 2, w4x2)
+        }),
+        Job::new("W4", "W4x2", w4x2, "sqlite", &|d| {
+            sqlite_engine::concurrent_appends(fixture, d, 2, w4x2)
+        }),
+        Job::new("W4", "W4x8", w4x8, "batpak", &|d| {
+            batpak_engine::concurrent_appends(fixture, d, 8, w4x8)
+        }),
+        Job::new("W4", "W4x8", w4x8, "sqlite", &|d| {
+            sqlite_engine::concurrent_appends(fixture, d, 8, w4x8)
+        }),
+    ])?;
+    let (count, size) = (sizes.w3_batches, sizes.w3_batch_size);
+    interleaved(&[
+        Job::new("W3", "W3", count * size, "batpak", &|d| {
+            batpak_engine::batches(fixture, d, count, size)
+        }),
+        Job::new("W3", "W3", count * size, "sqlite", &|d| {
+            sqlite_engine::batches(fixture, d, count, size)
+        }),
+    ])?;
     let wants_big = plan.wants("W5") || plan.wants("W6") || plan.wants("W7");
     if wants_big {
         let big = BigStores::prepare(plan, fixture, sizes.big)?;

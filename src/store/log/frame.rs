@@ -157,8 +157,6 @@ pub(crate) fn encode_frame(fields: &FrameFields<'_>, hash: Option<&EventHash>, o
     debug_assert!(fields.idempotency_key.is_none_or(|k| k.len() <= 255));
     let start = out.len();
     out.reserve(total);
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
     let mut record_flags = 0u8;
     if fields.correlation_id.is_some() {
         record_flags |= HAS_CORRELATION;
@@ -169,19 +167,24 @@ pub(crate) fn encode_frame(fields: &FrameFields<'_>, hash: Option<&EventHash>, o
     if hash.is_some() {
         record_flags |= HAS_HASH;
     }
-    out.extend_from_slice(&fields.sequence.to_le_bytes());
-    out.extend_from_slice(&fields.clock.to_le_bytes());
-    out.extend_from_slice(&fields.timestamp_us.to_le_bytes());
-    out.extend_from_slice(&fields.event_id.to_bytes());
-    out.extend_from_slice(&(fields.payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&fields.batch_remaining.to_le_bytes());
-    out.extend_from_slice(&fields.kind.bits().to_le_bytes());
-    out.extend_from_slice(&fields.flags.to_le_bytes());
-    out.extend_from_slice(&(fields.entity.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(fields.scope.len() as u16).to_le_bytes());
-    out.extend_from_slice(&fields.schema_version.to_le_bytes());
-    out.push(record_flags);
-    out.push(fields.idempotency_key.map_or(0, |k| k.len() as u8));
+    // The prefix and the fixed part of the body at constant offsets, in one
+    // piece (the checksum is filled in last).
+    let mut head = [0u8; FRAME_PREFIX_BYTES + BODY_FIXED_BYTES];
+    head[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    head[8..16].copy_from_slice(&fields.sequence.to_le_bytes());
+    head[16..24].copy_from_slice(&fields.clock.to_le_bytes());
+    head[24..32].copy_from_slice(&fields.timestamp_us.to_le_bytes());
+    head[32..48].copy_from_slice(&fields.event_id.to_bytes());
+    head[48..52].copy_from_slice(&(fields.payload.len() as u32).to_le_bytes());
+    head[52..56].copy_from_slice(&fields.batch_remaining.to_le_bytes());
+    head[56..58].copy_from_slice(&fields.kind.bits().to_le_bytes());
+    head[58..60].copy_from_slice(&fields.flags.to_le_bytes());
+    head[60..62].copy_from_slice(&(fields.entity.len() as u16).to_le_bytes());
+    head[62..64].copy_from_slice(&(fields.scope.len() as u16).to_le_bytes());
+    head[64..66].copy_from_slice(&fields.schema_version.to_le_bytes());
+    head[66] = record_flags;
+    head[67] = fields.idempotency_key.map_or(0, |k| k.len() as u8);
+    out.extend_from_slice(&head);
     if let Some(id) = fields.correlation_id {
         out.extend_from_slice(&id.to_bytes());
     }
@@ -503,46 +506,43 @@ pub(crate) fn chain_hash(
 ) -> EventHash {
     // One contiguous input and one call: blake3's per-call overhead dominates
     // for inputs this small, so this is several times faster than feeding
-    // the parts to a `Hasher` one by one.
-    const TAG: &[u8] = b"batpak.event.v1";
-    const FIXED: usize = 15 + 32 + 8 + 8 + 8 + 16 + 16 + 17 + 2 + 2 + 2 + 32;
-    let variable = 4 + fields.entity.len() + 4 + fields.scope.len();
-    let mut stack = [0u8; FIXED + 4 + 128 + 4 + 128];
+    // the parts to a `Hasher` one by one. The fixed part sits at constant
+    // offsets, so it is assembled with plain stores.
+    const TAG: &[u8; 15] = b"batpak.event.v1";
+    const FIXED: usize = 15 + 32 + 8 + 8 + 8 + 16 + 16 + 17 + 2 + 2 + 2;
+    let entity = fields.entity.as_bytes();
+    let scope = fields.scope.as_bytes();
+    let len = FIXED + 4 + entity.len() + 4 + scope.len() + 32;
+    let mut stack = [0u8; FIXED + 4 + 128 + 4 + 128 + 32];
     let mut heap = Vec::new();
-    let buffer: &mut [u8] = if FIXED + variable <= stack.len() {
-        &mut stack[..FIXED + variable]
+    let buffer: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
     } else {
-        heap.resize(FIXED + variable, 0);
+        heap.resize(len, 0);
         &mut heap
     };
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        buffer[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
-    put(TAG);
-    put(previous.map_or(&[0u8; 32], |h| h.as_bytes()));
-    put(&fields.sequence.to_le_bytes());
-    put(&fields.clock.to_le_bytes());
-    put(&fields.timestamp_us.to_le_bytes());
-    put(&fields.event_id.to_bytes());
-    put(&fields.correlation_id.unwrap_or(fields.event_id).to_bytes());
-    match fields.causation_id {
-        Some(id) => {
-            put(&[1]);
-            put(&id.to_bytes());
-        }
-        None => put(&[0; 17]),
+    let fixed: &mut [u8; FIXED] = (&mut buffer[..FIXED]).try_into().expect("fixed part");
+    fixed[0..15].copy_from_slice(TAG);
+    fixed[15..47].copy_from_slice(previous.map_or(&[0u8; 32], |h| h.as_bytes()));
+    fixed[47..55].copy_from_slice(&fields.sequence.to_le_bytes());
+    fixed[55..63].copy_from_slice(&fields.clock.to_le_bytes());
+    fixed[63..71].copy_from_slice(&fields.timestamp_us.to_le_bytes());
+    fixed[71..87].copy_from_slice(&fields.event_id.to_bytes());
+    fixed[87..103].copy_from_slice(&fields.correlation_id.unwrap_or(fields.event_id).to_bytes());
+    if let Some(id) = fields.causation_id {
+        fixed[103] = 1;
+        fixed[104..120].copy_from_slice(&id.to_bytes());
     }
-    put(&fields.kind.bits().to_le_bytes());
-    put(&fields.flags.to_le_bytes());
-    put(&fields.schema_version.to_le_bytes());
-    put(&(fields.entity.len() as u32).to_le_bytes());
-    put(fields.entity.as_bytes());
-    put(&(fields.scope.len() as u32).to_le_bytes());
-    put(fields.scope.as_bytes());
-    put(payload_digest);
-    debug_assert_eq!(at, FIXED + variable);
+    fixed[120..122].copy_from_slice(&fields.kind.bits().to_le_bytes());
+    fixed[122..124].copy_from_slice(&fields.flags.to_le_bytes());
+    fixed[124..126].copy_from_slice(&fields.schema_version.to_le_bytes());
+    let rest = &mut buffer[FIXED..];
+    rest[..4].copy_from_slice(&(entity.len() as u32).to_le_bytes());
+    rest[4..4 + entity.len()].copy_from_slice(entity);
+    let rest = &mut rest[4 + entity.len()..];
+    rest[..4].copy_from_slice(&(scope.len() as u32).to_le_bytes());
+    rest[4..4 + scope.len()].copy_from_slice(scope);
+    rest[4 + scope.len()..].copy_from_slice(payload_digest);
     EventHash(*blake3::hash(buffer).as_bytes())
 }
 
@@ -729,5 +729,64 @@ mod tests {
         }
         assert_ne!(chain_hash(None, &base, &payload_digest(b"{ }")), h);
         assert_ne!(chain_hash(Some(&h), &base, &digest), h);
+    }
+
+    /// The link is exactly the documented byte layout (ARCHITECTURE.md, "Hash
+    /// chain"), fed here piece by piece: stores written by any build verify
+    /// under any other. Long coordinates take the heap path.
+    #[cfg(feature = "blake3")]
+    #[test]
+    fn chain_hash_is_the_documented_layout() {
+        fn documented(
+            previous: Option<&EventHash>,
+            f: &FrameFields<'_>,
+            digest: &[u8; 32],
+        ) -> EventHash {
+            let mut h = blake3::Hasher::new();
+            h.update(b"batpak.event.v1");
+            h.update(previous.map_or(&[0u8; 32], |p| p.as_bytes()));
+            h.update(&f.sequence.to_le_bytes());
+            h.update(&f.clock.to_le_bytes());
+            h.update(&f.timestamp_us.to_le_bytes());
+            h.update(&f.event_id.to_bytes());
+            h.update(&f.correlation_id.unwrap_or(f.event_id).to_bytes());
+            match f.causation_id {
+                Some(id) => {
+                    h.update(&[1]);
+                    h.update(&id.to_bytes());
+                }
+                None => {
+                    h.update(&[0; 17]);
+                }
+            }
+            h.update(&f.kind.bits().to_le_bytes());
+            h.update(&f.flags.to_le_bytes());
+            h.update(&f.schema_version.to_le_bytes());
+            h.update(&(f.entity.len() as u32).to_le_bytes());
+            h.update(f.entity.as_bytes());
+            h.update(&(f.scope.len() as u32).to_le_bytes());
+            h.update(f.scope.as_bytes());
+            h.update(digest);
+            EventHash(*h.finalize().as_bytes())
+        }
+        let payload = b"{\"x\":1}";
+        let digest = payload_digest(payload);
+        let long_entity = "e".repeat(300);
+        let mut plain = sample(payload, None);
+        plain.correlation_id = None;
+        plain.causation_id = None;
+        let mut long = sample(payload, None);
+        long.entity = &long_entity;
+        for fields in [sample(payload, None), plain, long] {
+            let previous = chain_hash(None, &fields, &digest);
+            assert_eq!(
+                chain_hash(None, &fields, &digest),
+                documented(None, &fields, &digest)
+            );
+            assert_eq!(
+                chain_hash(Some(&previous), &fields, &digest),
+                documented(Some(&previous), &fields, &digest)
+            );
+        }
     }
 }
