@@ -392,3 +392,47 @@ fn a_missing_directory_is_an_error_for_read_only_open() {
     ));
     assert!(!missing.exists(), "read-only open never creates anything");
 }
+
+/// A segment of another format version (here the version before the current
+/// hash-chain link) is refused with a typed error by every way in, repair
+/// included, and left exactly as it was.
+#[test]
+fn a_segment_of_another_format_version_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 3);
+    let segment = segments(dir.path()).remove(0);
+    let mut bytes = fs::read(&segment).unwrap();
+    let current = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let other = current - 1;
+    bytes[8..10].copy_from_slice(&other.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[0..40]);
+    bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&segment, &bytes).unwrap();
+
+    let refused = |result: Result<Store, StoreError>| match result {
+        Err(StoreError::UnsupportedFormat {
+            file,
+            version,
+            supported,
+        }) => {
+            assert_eq!(file, segment);
+            assert_eq!((version, supported), (other, current));
+        }
+        Err(other) => panic!("expected UnsupportedFormat, got {other}"),
+        Ok(_) => panic!("a segment of another format version was opened"),
+    };
+    refused(Store::open(StoreConfig::new(dir.path())));
+    refused(Store::open(
+        StoreConfig::new(dir.path()).with_recovery_mode(RecoveryMode::Repair),
+    ));
+    refused(Store::open_read_only(StoreConfig::new(dir.path())));
+    assert!(matches!(
+        batpak::store::verify_dir(&StoreConfig::new(dir.path())),
+        Err(StoreError::UnsupportedFormat { .. })
+    ));
+    assert_eq!(
+        fs::read(&segment).unwrap(),
+        bytes,
+        "the segment was changed"
+    );
+}

@@ -99,6 +99,18 @@ pub enum StoreError {
         /// What check failed.
         reason: String,
     },
+    /// A segment was written in a format version this build does not read
+    /// (by a newer build, or by a development build before the first
+    /// release). Nothing is changed, whatever the recovery mode.
+    #[error("{file} uses segment format version {version}; this build reads version {supported}")]
+    UnsupportedFormat {
+        /// The segment file.
+        file: PathBuf,
+        /// Its format version.
+        version: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
     /// A file in the store directory is not what its name says it is.
     #[error("foreign or unreadable file {file}: {reason}")]
     ForeignFile {

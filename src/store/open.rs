@@ -15,7 +15,10 @@ use super::engine::{
     create_segment, pack_position, Active, Extension, Flushing, Inner, SyncState, Tail, Writer,
 };
 use super::index::{Index, NewEntry};
-use super::log::frame::{SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES};
+use super::log::frame::{
+    other_format_version, SegmentHeader, FORMAT_VERSION, SEGMENT_FLAG_COMPACTED,
+    SEGMENT_HEADER_BYTES,
+};
 use super::log::io::{StorageFile, StorageIo};
 use super::log::scan::{scan_frames, valid_frame_after, Located, ScanEnd};
 use super::log::segment::{list_dir, SegmentReader, LOCK_FILE_NAME};
@@ -291,6 +294,9 @@ fn recover(
             0,
             segment_len.min(SEGMENT_HEADER_BYTES as u64),
         )?;
+        if let Some(version) = other_format_version(&head) {
+            return Err(unsupported(path, version));
+        }
         let header = match SegmentHeader::decode(&head) {
             Ok(header) => header,
             Err(reason) => {
@@ -529,6 +535,9 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
         let start = if from > 0 {
             0
         } else {
+            if let Some(version) = other_format_version(&bytes) {
+                return Err(unsupported(path, version));
+            }
             match SegmentHeader::decode(&bytes) {
                 Ok(header) if header.segment_id == u64::from(*id) => {
                     // Segments the writer compacted before this store saw them.
@@ -591,4 +600,14 @@ pub(crate) fn refresh(inner: &Inner) -> Result<u64, StoreError> {
     };
     inner.publish(next);
     Ok(next - before)
+}
+
+/// A segment of a format version this build does not read: refused as it is,
+/// never repaired.
+pub(crate) fn unsupported(path: &Path, version: u16) -> StoreError {
+    StoreError::UnsupportedFormat {
+        file: path.to_path_buf(),
+        version,
+        supported: FORMAT_VERSION,
+    }
 }

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::engine::Inner;
 use super::log::frame::{
-    decode_frame, FrameView, SegmentHeader, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_BYTES,
+    decode_frame, other_format_version, FrameView, SegmentHeader, SEGMENT_FLAG_COMPACTED,
+    SEGMENT_HEADER_BYTES,
 };
 use super::log::scan::valid_frame_after;
 use super::log::segment::list_dir;
@@ -168,6 +169,9 @@ fn verify_files(
         let bytes = std::fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
         state.report.segments += 1;
         state.report.bytes += bytes.len() as u64;
+        if let Some(version) = other_format_version(&bytes) {
+            return Err(super::open::unsupported(path, version));
+        }
         let header = match SegmentHeader::decode(&bytes) {
             Ok(header) if header.segment_id == u64::from(*id) => header,
             Ok(header) => {
