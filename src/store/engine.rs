@@ -138,8 +138,9 @@ pub(crate) struct SyncState {
     /// Appenders that waited when the last sync ended: how many a leader
     /// expects back before it starts the next one.
     pub(crate) expected: u64,
-    /// A leader is waiting for appenders to arrive before it syncs.
-    pub(crate) gathering: bool,
+    /// While appenders gather for the next sync (none in progress): when the
+    /// first of them stops waiting for the rest.
+    pub(crate) gather_until: Option<std::time::Instant>,
     /// How long the last sync took.
     pub(crate) last_sync: Duration,
 }
@@ -158,15 +159,24 @@ impl SyncState {
         self.parked.len() as u64 + u64::from(self.in_progress)
     }
 
-    /// Waiting appenders, the leader included, that the syncs so far do not
-    /// cover.
+    /// Parked appenders that the syncs so far do not cover.
     fn uncovered(&self) -> u64 {
-        let parked = self
-            .parked
+        self.parked
             .iter()
             .filter(|p| p.appender && p.through > self.durable_next)
-            .count() as u64;
-        parked + u64::from(self.leader_appends)
+            .count() as u64
+    }
+
+    /// Takes this thread's entry out of `parked`, if a release has not.
+    fn unpark_self(&mut self, through: u64) {
+        let me = std::thread::current().id();
+        if let Some(at) = self
+            .parked
+            .iter()
+            .position(|p| p.through == through && p.thread.id() == me)
+        {
+            self.parked.swap_remove(at);
+        }
     }
 
     /// Ends a wait round: every parked thread is to wake and look again.
@@ -194,8 +204,6 @@ pub(crate) struct Inner {
     pub(crate) sync: Mutex<SyncState>,
     /// Mirror of `SyncState::generation`: parked threads wake when it moves.
     pub(crate) sync_generation: AtomicU64,
-    /// Wakes a gathering sync leader when the appenders it expects arrived.
-    pub(crate) sync_arrivals: Condvar,
     /// Mirror of `SyncState::durable_next` for lock-free reads.
     pub(crate) durable_next: AtomicU64,
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<SegmentReader>>>,
@@ -888,15 +896,17 @@ impl Inner {
 
     /// [`Inner::sync_through`] for an appender waiting for its receipts.
     ///
-    /// Appenders are counted so the sync leader can gather a group: the
-    /// appenders a sync releases come straight back with their next events,
-    /// and a leader that started syncing at once would cover only the few
-    /// that were already back, leaving the rest for the sync after (groups
-    /// settle at about half the appenders). So a leader first waits until as
-    /// many appenders wait as did when the last sync finished, or for half
-    /// the last sync's duration, whichever comes first. A single appender
-    /// never waits (it is the one expected), nor does a leader that is not
-    /// an appender (the interval sync, `Store::sync`).
+    /// Appenders are counted so that syncs cover whole groups: the appenders
+    /// a sync releases come straight back with their next events, and a
+    /// leader that started syncing at once would cover only the few already
+    /// back, leaving the rest for the sync after (groups settle at about half
+    /// the appenders). So while no sync is under way, an appender parks until
+    /// as many appenders wait as did when the last sync ended; the one that
+    /// completes the group leads the sync at once, without waking anyone.
+    /// After half the last sync's duration the first of them leads with
+    /// those that came, and the group expected shrinks to that. A single
+    /// appender never waits (it is the one expected), nor does a waiter that
+    /// is not an appender (the interval sync, `Store::sync`).
     pub(crate) fn sync_through_appender(&self, through: u64) -> Result<(), StoreError> {
         self.sync_through_as(through, Waiter::Appender)
     }
@@ -913,44 +923,60 @@ impl Inner {
                     reason: reason.clone(),
                 });
             }
-            if state.in_progress {
-                // Park until the round ends. Threads the sync covered return
-                // without taking the lock again, so a large group wakes at
-                // once instead of one lock hand-over at a time.
+            let now = std::time::Instant::now();
+            let waiting = state.uncovered() + 1;
+            let gather = !state.in_progress
+                && appender
+                && waiting < state.expected
+                && state.gather_until.is_none_or(|until| now < until);
+            if state.in_progress || gather {
+                // Park until the round ends (or, gathering, until the group
+                // is complete or the time is up). Threads a sync covered
+                // return without taking the lock again, so a large group
+                // wakes at once instead of one lock hand-over at a time.
+                let deadline = if gather {
+                    let until = now + state.last_sync / 2;
+                    Some(*state.gather_until.get_or_insert(until))
+                } else {
+                    None
+                };
                 state.parked.push(Parked {
                     through,
                     appender,
                     thread: std::thread::current(),
                 });
-                if appender && state.gathering && state.uncovered() >= state.expected {
-                    self.sync_arrivals.notify_one();
-                }
                 let generation = state.generation;
                 drop(state);
-                while self.sync_generation.load(Ordering::Acquire) == generation {
-                    std::thread::park();
-                }
-                if self.durable_next.load(Ordering::Acquire) >= through {
+                let released = loop {
+                    if self.sync_generation.load(Ordering::Acquire) != generation {
+                        break true;
+                    }
+                    match deadline {
+                        None => std::thread::park(),
+                        Some(deadline) => {
+                            let now = std::time::Instant::now();
+                            if now >= deadline {
+                                break false;
+                            }
+                            std::thread::park_timeout(deadline - now);
+                        }
+                    }
+                };
+                if released && self.durable_next.load(Ordering::Acquire) >= through {
                     return Ok(());
                 }
                 state = self.sync.lock();
+                if !released {
+                    state.unpark_self(through);
+                }
                 continue;
+            }
+            if state.gather_until.take().is_some() && appender && waiting < state.expected {
+                // The time ran out: some appender has stopped.
+                state.expected = waiting;
             }
             state.in_progress = true;
             state.leader_appends = appender;
-            if appender && state.uncovered() < state.expected {
-                let deadline = std::time::Instant::now() + state.last_sync / 2;
-                state.gathering = true;
-                while state.uncovered() < state.expected
-                    && !self
-                        .sync_arrivals
-                        .wait_until(&mut state, deadline)
-                        .timed_out()
-                {}
-                state.gathering = false;
-                // Fewer came than expected: some appender has stopped.
-                state.expected = state.uncovered();
-            }
             drop(state);
             let started = std::time::Instant::now();
             let outcome = self.lead_sync();

@@ -155,7 +155,6 @@ pub(crate) fn open(
         extension: Mutex::new(Extension::default()),
         extension_done: Condvar::new(),
         flushing: Mutex::new(Flushing::default()),
-        sync_arrivals: Condvar::new(),
         durable_next: AtomicU64::new(next_sequence),
         segments: RwLock::new(readers),
         flushed: AtomicU64::new(flushed),
