@@ -1046,12 +1046,18 @@ impl Inner {
 
     /// Everything below `through` is durable: reveal the units that waited.
     fn complete_durable(&self, writer: &mut Writer, through: u64) {
+        let waited = writer.awaiting_sync.len();
         while writer
             .awaiting_sync
             .front()
             .is_some_and(|&(_, last)| last < through)
         {
             writer.awaiting_sync.pop_front();
+        }
+        if waited == 0 {
+            // Nothing was hidden (relaxed appends are visible at once): no
+            // need to hold up appenders for the index lock.
+            return;
         }
         let mut index = self.index.write();
         let visible = match writer.awaiting_sync.front() {
