@@ -796,6 +796,37 @@ pub mod fuzzing {
         })
     }
 
+    /// Decodes and checks the frame at the start of `bytes` (length, CRC,
+    /// layout) without copying anything out: what every read and the
+    /// recovery scan do per frame. Returns the frame's length.
+    pub fn check_frame(bytes: &[u8]) -> Result<usize, String> {
+        decode(bytes)
+            .map(|view| view.frame_len)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Encodes `frame`'s fields as the writer does (length, CRC, layout; the
+    /// hash link is taken as given), appending to `out`.
+    pub fn encode_frame_into(frame: &DecodedFrame, out: &mut Vec<u8>) {
+        let fields = crate::store::log::frame::FrameFields {
+            sequence: frame.sequence,
+            clock: frame.clock,
+            timestamp_us: frame.timestamp_us,
+            event_id: frame.event_id,
+            batch_remaining: frame.batch_remaining,
+            kind: frame.kind,
+            flags: frame.flags,
+            schema_version: frame.schema_version,
+            correlation_id: frame.correlation_id,
+            causation_id: frame.causation_id,
+            idempotency_key: frame.idempotency_key.as_deref(),
+            entity: &frame.entity,
+            scope: &frame.scope,
+            payload: &frame.payload,
+        };
+        encode_frame(&fields, frame.hash.as_ref(), out);
+    }
+
     /// Loads an index image (footer or checkpoint) into an empty index as
     /// opening a store does for its first segment: parse (header, checksums,
     /// tables), find the last frame for the spot check, then load, checking

@@ -1,6 +1,8 @@
-//! Criterion micro-benchmarks of batpak's hot paths, through the public API:
-//! relaxed append, durable append, durable batch of 100, one entity's
-//! history, and a replay of the whole store.
+//! Criterion micro-benchmarks of batpak's hot paths: frame encode and
+//! decode (through `batpak::fault::fuzzing`, feature `dangerous-test-hooks`),
+//! and through the public API relaxed append, durable append, durable batch
+//! of 100, one entity's history, a replay of the whole store, and a cursor
+//! poll.
 //!
 //! Run with `cargo bench -p batpak-bench`. These time one operation in
 //! isolation; the standard workloads and the budgets are in the
@@ -8,6 +10,7 @@
 
 use std::hint::black_box;
 
+use batpak::fault::fuzzing;
 use batpak::{Batch, BatchItem, Coordinate, EventKind, Region, Store, StoreConfig};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde::Serialize;
@@ -135,5 +138,77 @@ fn reads(c: &mut Criterion) {
     let _closed = store.close().expect("close");
 }
 
-criterion_group!(benches, append, batch, reads);
+/// One frame as the writer lays it out (a ~150-byte payload), read back
+/// from a real segment file.
+fn sample_frame() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(StoreConfig::new(dir.path())).expect("open store");
+    let coordinate = Coordinate::new("entity-7", "bench").expect("valid coordinate");
+    store
+        .append(&coordinate, KIND, &payload(7))
+        .expect("append");
+    store.close().expect("close");
+    let segment = std::fs::read(dir.path().join("0000000000.segment")).expect("segment");
+    // The 48-byte segment header, then the frame.
+    let bytes = &segment[48..];
+    let len = fuzzing::check_frame(bytes).expect("a valid frame");
+    bytes[..len].to_vec()
+}
+
+fn frames(c: &mut Criterion) {
+    let frame = sample_frame();
+    let decoded = fuzzing::decode_frame(&frame).expect("decodes");
+    let mut group = c.benchmark_group("frame");
+    group.throughput(Throughput::Bytes(frame.len() as u64));
+    group.bench_function("decode_check", |b| {
+        b.iter(|| black_box(fuzzing::check_frame(black_box(&frame)).expect("valid")))
+    });
+    let mut out = Vec::with_capacity(frame.len());
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            out.clear();
+            fuzzing::encode_frame_into(black_box(&decoded), &mut out);
+            black_box(out.len())
+        })
+    });
+    assert_eq!(out, frame, "the encoder reproduces the writer's frame");
+    group.finish();
+}
+
+/// A guaranteed cursor on a caught-up store polling the 10 events appended
+/// since its last poll (appends untimed).
+fn cursor(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    filled_store(dir.path()).close().expect("close");
+    // Relaxed, so the untimed appends between polls stay cheap.
+    let store = Store::open(StoreConfig::new(dir.path()).with_sync_every_n_events(1000))
+        .expect("open store");
+    let coordinates = coordinates();
+    let mut cursor = store.cursor_guaranteed(&Region::all());
+    while !cursor.poll_batch(1024).expect("poll").is_empty() {}
+    let mut group = c.benchmark_group("cursor");
+    group.throughput(Throughput::Elements(10));
+    let mut i = 0usize;
+    group.bench_function("poll_10_new_events", |b| {
+        b.iter_batched(
+            || {
+                for _ in 0..10 {
+                    i += 1;
+                    store
+                        .append(&coordinates[i % ENTITIES], KIND, &payload(i))
+                        .expect("append");
+                }
+            },
+            |()| {
+                let events = cursor.poll_batch(64).expect("poll");
+                assert_eq!(events.len(), 10);
+                black_box(events)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, append, batch, reads, cursor);
 criterion_main!(benches);
