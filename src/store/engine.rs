@@ -280,6 +280,8 @@ struct Draft<'a> {
     coordinate: &'a Coordinate,
     kind: EventKind,
     payload: &'a [u8],
+    /// blake3 of the payload, computed before the writer lock is taken.
+    digest: PayloadDigest,
     expect_clock: Option<u64>,
     correlation_id: Option<EventId>,
     causation: Option<Causation>,
@@ -330,6 +332,7 @@ impl Inner {
             coordinate,
             kind,
             payload,
+            digest: PayloadDigest::of(payload),
             expect_clock: options.expect_clock,
             correlation_id: options.correlation_id,
             causation: options.causation_id.map(Causation::Event),
@@ -421,6 +424,7 @@ impl Inner {
                 coordinate: &item.coordinate,
                 kind: item.kind,
                 payload: &item.payload,
+                digest: PayloadDigest::of(&item.payload),
                 expect_clock: item.expect_clock,
                 correlation_id: item.correlation_id,
                 causation: item.causation,
@@ -535,7 +539,7 @@ impl Inner {
                 scope: draft.coordinate.scope(),
                 payload: draft.payload,
             };
-            let hash = link(previous_hash.as_ref(), &fields);
+            let hash = link(previous_hash.as_ref(), &fields, &draft.digest);
             heads[slot] = (entity, clock + 1, hash);
             unit_bytes += fields.encoded_len(hash.is_some());
             frames.push((fields, hash));
@@ -1297,20 +1301,38 @@ impl Inner {
     }
 }
 
+/// The blake3 digest of a payload, which the hash-chain link covers
+/// (nothing without the `blake3` feature).
+#[derive(Debug, Clone, Copy)]
+struct PayloadDigest(#[cfg(feature = "blake3")] [u8; 32]);
+
+impl PayloadDigest {
+    fn of(payload: &[u8]) -> PayloadDigest {
+        #[cfg(feature = "blake3")]
+        {
+            PayloadDigest(super::log::frame::payload_digest(payload))
+        }
+        #[cfg(not(feature = "blake3"))]
+        {
+            let _ = payload;
+            PayloadDigest()
+        }
+    }
+}
+
 /// The hash-chain link of a frame (absent without the `blake3` feature).
-fn link(previous: Option<&EventHash>, fields: &FrameFields<'_>) -> Option<EventHash> {
+fn link(
+    previous: Option<&EventHash>,
+    fields: &FrameFields<'_>,
+    digest: &PayloadDigest,
+) -> Option<EventHash> {
     #[cfg(feature = "blake3")]
     {
-        use super::log::frame::{chain_hash, payload_digest};
-        Some(chain_hash(
-            previous,
-            fields,
-            &payload_digest(fields.payload),
-        ))
+        Some(super::log::frame::chain_hash(previous, fields, &digest.0))
     }
     #[cfg(not(feature = "blake3"))]
     {
-        let _ = (previous, fields);
+        let _ = (previous, fields, digest);
         None
     }
 }
