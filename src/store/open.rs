@@ -268,9 +268,10 @@ fn recover(
     let catalog = Catalog::list(dir);
     *images = ImageOutcome::default();
     let mut index = Index::default();
+    let mut _prefault = None;
     if config.recovery_mode != RecoveryMode::Repair {
         if let Some(events) = catalog.planned_events(io, &listing.segments) {
-            index.reserve_events(events);
+            _prefault = Some(index.reserve_events(events));
         }
     }
     let mut readers = BTreeMap::new();
