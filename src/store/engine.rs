@@ -1037,6 +1037,17 @@ impl Inner {
         }
         match synced {
             Ok(()) => {
+                // Record the new durable bound before the writer lock goes:
+                // a write failing on another thread right after must cut the
+                // log back to it, not to the bound before this sync (which
+                // would drop events this sync made durable and that their
+                // appenders are about to be told are).
+                {
+                    let mut state = self.sync.lock();
+                    state.durable_next = state.durable_next.max(through);
+                    self.durable_next
+                        .store(state.durable_next, Ordering::Release);
+                }
                 self.complete_durable(&mut writer, through);
                 Ok(through)
             }
