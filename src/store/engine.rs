@@ -178,21 +178,6 @@ impl SyncState {
             self.parked.swap_remove(at);
         }
     }
-
-    /// Ends a wait round: every parked thread is to wake and look again.
-    /// Call [`unpark_all`] on the result after releasing the lock.
-    #[must_use]
-    fn release(&mut self, generation: &AtomicU64) -> Vec<Parked> {
-        self.generation += 1;
-        generation.store(self.generation, Ordering::Release);
-        std::mem::take(&mut self.parked)
-    }
-}
-
-fn unpark_all(parked: Vec<Parked>) {
-    for waiter in parked {
-        waiter.thread.unpark();
-    }
 }
 
 pub(crate) struct Inner {
@@ -830,6 +815,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Everything below `through` is on stable storage: raises the durable
+    /// bound (and its lock-free mirror).
+    fn record_durable(&self, state: &mut SyncState, through: u64) {
+        state.durable_next = state.durable_next.max(through);
+        self.durable_next
+            .store(state.durable_next, Ordering::Release);
+    }
+
+    /// Ends a wait round: every parked thread wakes and looks again. Takes
+    /// the sync lock's guard and releases it before waking them.
+    fn release_waiters(&self, mut state: MutexGuard<'_, SyncState>) {
+        state.generation += 1;
+        self.sync_generation
+            .store(state.generation, Ordering::Release);
+        let parked = std::mem::take(&mut state.parked);
+        drop(state);
+        for waiter in parked {
+            waiter.thread.unpark();
+        }
+    }
+
     /// Waits for a background extension of the active segment to finish and
     /// adopts its zeros. Called under the writer lock before anything writes
     /// past `allocated` or changes the file's length.
@@ -991,26 +997,18 @@ impl Inner {
             let appenders = state.parked.iter().filter(|p| p.appender).count() as u64
                 + u64::from(state.leader_appends);
             state.expected = state.expected.max(appenders);
-            match outcome {
-                Ok(durable_next) => {
-                    state.durable_next = state.durable_next.max(durable_next);
-                    self.durable_next
-                        .store(state.durable_next, Ordering::Release);
-                }
-                Err(reason) => {
-                    state.failure.get_or_insert(reason);
-                }
+            // A successful leader recorded the new bound itself.
+            if let Err(reason) = outcome {
+                state.failure.get_or_insert(reason);
             }
-            let parked = state.release(&self.sync_generation);
-            drop(state);
-            unpark_all(parked);
+            self.release_waiters(state);
             state = self.sync.lock();
         }
     }
 
     /// One group commit: flush under the writer lock, sync outside it, then
-    /// publish everything the sync covered.
-    fn lead_sync(&self) -> Result<u64, String> {
+    /// record the new durable bound and publish everything the sync covered.
+    fn lead_sync(&self) -> Result<(), String> {
         let (file, through, path) = {
             let writer = self.writer.lock();
             if let Some(reason) = &writer.poisoned {
@@ -1042,14 +1040,9 @@ impl Inner {
                 // log back to it, not to the bound before this sync (which
                 // would drop events this sync made durable and that their
                 // appenders are about to be told are).
-                {
-                    let mut state = self.sync.lock();
-                    state.durable_next = state.durable_next.max(through);
-                    self.durable_next
-                        .store(state.durable_next, Ordering::Release);
-                }
+                self.record_durable(&mut self.sync.lock(), through);
                 self.complete_durable(&mut writer, through);
-                Ok(through)
+                Ok(())
             }
             Err(source) => {
                 let reason = StoreError::io("sync", path, source).to_string();
@@ -1124,12 +1117,8 @@ impl Inner {
         let through = self.index.read().next_sequence();
         {
             let mut state = self.sync.lock();
-            state.durable_next = state.durable_next.max(through);
-            self.durable_next
-                .store(state.durable_next, Ordering::Release);
-            let parked = state.release(&self.sync_generation);
-            drop(state);
-            unpark_all(parked);
+            self.record_durable(&mut state, through);
+            self.release_waiters(state);
         }
         self.complete_durable(writer, through);
         match SegmentReader::open(old_path.clone(), true) {
@@ -1222,9 +1211,7 @@ impl Inner {
         {
             let mut state = self.sync.lock();
             state.failure.get_or_insert(reason);
-            let parked = state.release(&self.sync_generation);
-            drop(state);
-            unpark_all(parked);
+            self.release_waiters(state);
         }
         self.publish(visible);
     }
