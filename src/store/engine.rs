@@ -99,6 +99,17 @@ pub(crate) struct Extension {
     pub(crate) done: Option<(u32, u64)>,
 }
 
+impl Extension {
+    /// Counts a finished extension of the active segment as allocated.
+    fn adopt(&mut self, active: &mut Active) {
+        if let Some((segment, end)) = self.done.take() {
+            if segment == active.id && end > active.allocated {
+                active.allocated = end;
+            }
+        }
+    }
+}
+
 /// How much the background thread writes ahead per round.
 const EXTENSION_CHUNK: u64 = 256 * 1024;
 
@@ -844,11 +855,7 @@ impl Inner {
         while extension.busy {
             self.extension_done.wait(&mut extension);
         }
-        if let Some((segment, end)) = extension.done.take() {
-            if segment == active.id && end > active.allocated {
-                active.allocated = end;
-            }
-        }
+        extension.adopt(active);
     }
 
     /// Background thread of relaxed stores, after each interval sync: keeps
@@ -875,11 +882,7 @@ impl Inner {
             if extension.busy {
                 return;
             }
-            if let Some((segment, end)) = extension.done.take() {
-                if segment == active.id && end > active.allocated {
-                    active.allocated = end;
-                }
-            }
+            extension.adopt(active);
             let to = (active.allocated + EXTENSION_CHUNK).min(self.config.segment_max_bytes);
             if active.allocated >= active.end() + step || to <= active.allocated {
                 return;
