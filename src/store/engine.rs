@@ -715,22 +715,12 @@ impl Inner {
     /// Also waits for a write in flight ([`Inner::flush_unlocked`]), so when it
     /// returns every byte before `end()` is in the operating system.
     pub(crate) fn flush_pending(&self, writer: &mut Writer) -> Result<(), StoreError> {
+        let Some(flushing) = self.begin_flush(writer)? else {
+            return Ok(());
+        };
         let Some(active) = writer.active.as_mut() else {
             return Ok(());
         };
-        let flushing = self.flushing.lock();
-        if flushing.failed {
-            drop(flushing);
-            return Err(self.flush_failed(writer));
-        }
-        if active.pending.is_empty() {
-            return Ok(());
-        }
-        if let Err(error) = self.make_room(active) {
-            drop(flushing);
-            self.fail(writer, error.to_string());
-            return Err(error);
-        }
         match active.file.write_all_at(&active.pending, active.written) {
             Ok(()) => {
                 active.written += active.pending.len() as u64;
@@ -754,22 +744,12 @@ impl Inner {
     /// `flushing` is held across the write: whoever writes next, or changes
     /// the file's length, waits for it.
     fn flush_unlocked(&self, mut writer: MutexGuard<'_, Writer>) -> Result<(), StoreError> {
+        let Some(mut flushing) = self.begin_flush(&mut writer)? else {
+            return Ok(());
+        };
         let Some(active) = writer.active.as_mut() else {
             return Ok(());
         };
-        let mut flushing = self.flushing.lock();
-        if flushing.failed {
-            drop(flushing);
-            return Err(self.flush_failed(&mut writer));
-        }
-        if active.pending.is_empty() {
-            return Ok(());
-        }
-        if let Err(error) = self.make_room(active) {
-            drop(flushing);
-            self.fail(&mut writer, error.to_string());
-            return Err(error);
-        }
         std::mem::swap(&mut active.pending, &mut flushing.spare);
         let offset = active.written;
         let end = offset + flushing.spare.len() as u64;
@@ -794,14 +774,36 @@ impl Inner {
         }
     }
 
-    /// The error for a flush that finds an earlier unlocked write failed.
-    fn flush_failed(&self, writer: &mut Writer) -> StoreError {
-        let reason = writer
-            .poisoned
-            .clone()
-            .unwrap_or_else(|| "an earlier write to the log failed".into());
-        self.fail(writer, reason.clone());
-        StoreError::Poisoned { reason }
+    /// The start of every flush: takes `flushing` (waiting for a write in
+    /// flight) and makes room for the pending bytes. `None`: nothing to
+    /// write. A failure poisons the store.
+    fn begin_flush(
+        &self,
+        writer: &mut Writer,
+    ) -> Result<Option<MutexGuard<'_, Flushing>>, StoreError> {
+        let flushing = self.flushing.lock();
+        if flushing.failed {
+            // An earlier write made without the writer lock failed.
+            drop(flushing);
+            let reason = writer
+                .poisoned
+                .clone()
+                .unwrap_or_else(|| "an earlier write to the log failed".into());
+            self.fail(writer, reason.clone());
+            return Err(StoreError::Poisoned { reason });
+        }
+        let Some(active) = writer.active.as_mut() else {
+            return Ok(None);
+        };
+        if active.pending.is_empty() {
+            return Ok(None);
+        }
+        if let Err(error) = self.make_room(active) {
+            drop(flushing);
+            self.fail(writer, error.to_string());
+            return Err(error);
+        }
+        Ok(Some(flushing))
     }
 
     /// Makes sure the zeros ahead of the log reach past the pending bytes,
@@ -1095,17 +1097,12 @@ impl Inner {
     /// Seals the active segment (syncing it) and starts the next one.
     pub(crate) fn rotate(&self, writer: &mut Writer) -> Result<(), StoreError> {
         self.flush_pending(writer)?;
-        let Some(active) = writer.active.as_ref() else {
+        let Some(active) = writer.active.as_mut() else {
             return Err(StoreError::ReadOnly);
         };
+        self.settle_extension(active);
         let old_id = active.id;
         let old_path = active.path.clone();
-        if let Some(active) = writer.active.as_mut() {
-            self.settle_extension(active);
-        }
-        let Some(active) = writer.active.as_ref() else {
-            return Err(StoreError::ReadOnly);
-        };
         // A sealed segment ends exactly at its last frame.
         let trimmed = if active.allocated > active.written {
             active.file.set_len(active.written)
