@@ -1150,37 +1150,6 @@ impl<'a> BodyReader<'a> {
     }
 }
 
-/// Asks the kernel to back a large, freshly reserved column with huge pages
-/// where it can: filling 1M events' columns (48 MB) page by page costs
-/// about 12,000 page faults, most of the open time after the images are
-/// read; with 2 MiB pages it is a few dozen. Advisory only: without
-/// transparent huge pages (or on other systems) nothing changes.
-fn advise_huge_pages<T>(spare: &mut [std::mem::MaybeUninit<T>]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE_PAGE: usize = 2 << 20;
-        let start = spare.as_mut_ptr() as usize;
-        let end = start + std::mem::size_of_val(spare);
-        let first = start.div_ceil(HUGE_PAGE) * HUGE_PAGE;
-        let last = end / HUGE_PAGE * HUGE_PAGE;
-        if last > first {
-            // SAFETY: the range lies inside the column's own allocation
-            // (unused capacity, nothing initialized or borrowed there), and
-            // MADV_HUGEPAGE changes only how the kernel backs it, never its
-            // contents. A failure is harmless and ignored.
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                );
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = spare;
-}
-
 /// Below this many planned events open does not start a prefault thread.
 const PREFAULT_MIN_EVENTS: usize = 1 << 16;
 
@@ -1207,27 +1176,7 @@ impl Prefault {
             let spawned = std::thread::Builder::new()
                 .name("batpak-prefault".into())
                 .spawn(move || {
-                    // In steps, so the loading thread, faulting the same
-                    // memory from the front, meets populated pages soon.
-                    const STEP: usize = 2 << 20;
-                    for (start, len) in spans {
-                        let mut at = 0;
-                        while at < len {
-                            let step = STEP.min(len - at);
-                            // SAFETY: MADV_POPULATE_WRITE only populates page
-                            // tables for the range (see the type's docs); it
-                            // reads and writes no memory. A failure (an old
-                            // kernel, an unmapped range) is ignored.
-                            unsafe {
-                                libc::madvise(
-                                    (start + at) as *mut libc::c_void,
-                                    step,
-                                    libc::MADV_POPULATE_WRITE,
-                                );
-                            }
-                            at += step;
-                        }
-                    }
+                    populate(&spans);
                 });
             Prefault(spawned.ok())
         }
@@ -1237,6 +1186,49 @@ impl Prefault {
             Prefault(None)
         }
     }
+}
+
+/// Faults in the whole pages of each span (`MADV_POPULATE_WRITE`), in
+/// rounds of a slice of every span, so a thread filling all the spans from
+/// the front at once meets populated pages soon in each of them. Returns how
+/// many calls the kernel refused (an old kernel, an unmapped range); those
+/// pages are simply faulted later by whoever writes them.
+#[cfg(target_os = "linux")]
+fn populate(spans: &[(usize, usize)]) -> usize {
+    const STEP: usize = 2 << 20;
+    const PAGE: usize = 4096;
+    // madvise takes page-aligned ranges only (an unaligned start is
+    // refused with EINVAL): the whole pages inside each span.
+    let pages: Vec<(usize, usize)> = spans
+        .iter()
+        .map(|&(start, len)| (start.div_ceil(PAGE), (start + len) / PAGE))
+        .filter(|(first, end)| end > first)
+        .collect();
+    let longest = pages.iter().map(|(first, end)| end - first).max();
+    let rounds = (longest.unwrap_or(0) * PAGE).div_ceil(STEP);
+    let mut refused = 0;
+    for round in 0..rounds {
+        for &(first, end) in &pages {
+            let from = first + (end - first) * round / rounds;
+            let to = first + (end - first) * (round + 1) / rounds;
+            if to == from {
+                continue;
+            }
+            // SAFETY: MADV_POPULATE_WRITE only populates page tables for
+            // the range (see [`Prefault`]); it reads and writes no memory.
+            let result = unsafe {
+                libc::madvise(
+                    (from * PAGE) as *mut libc::c_void,
+                    (to - from) * PAGE,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            if result != 0 {
+                refused += 1;
+            }
+        }
+    }
+    refused
 }
 
 impl Drop for Prefault {
@@ -1274,8 +1266,6 @@ impl Index {
     pub(crate) fn reserve_events(&mut self, events: usize) -> Prefault {
         self.entries.reserve_exact(events);
         self.ids.reserve_exact(events);
-        advise_huge_pages(self.entries.spare_capacity_mut());
-        advise_huge_pages(self.ids.spare_capacity_mut());
         if events < PREFAULT_MIN_EVENTS {
             return Prefault(None);
         }
@@ -1525,6 +1515,46 @@ impl Index {
 mod tests {
     use super::*;
     use crate::EventKind;
+
+    /// The prefault thread's work: every whole page of unaligned spans
+    /// (as column allocations are) ends up resident, and the kernel refuses
+    /// none of the calls.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn populate_makes_unaligned_column_spans_resident() {
+        const PAGE: usize = 4096;
+        let mut entries: Vec<u64> = Vec::with_capacity(3 << 20);
+        let mut ids: Vec<[u8; 16]> = Vec::with_capacity(1 << 20);
+        let spans = [
+            span(entries.spare_capacity_mut()),
+            span(ids.spare_capacity_mut()),
+        ];
+        assert_eq!(populate(&spans), 0, "the kernel refused a populate call");
+        for (start, len) in spans {
+            let first = start.div_ceil(PAGE) * PAGE;
+            let end = (start + len) / PAGE * PAGE;
+            let mut resident = vec![0u8; (end - first) / PAGE];
+            // SAFETY: the range lies inside the vector's allocation, and
+            // mincore only writes one byte per page into `resident`.
+            let result = unsafe {
+                libc::mincore(
+                    first as *mut libc::c_void,
+                    end - first,
+                    resident.as_mut_ptr(),
+                )
+            };
+            assert_eq!(result, 0);
+            let missing = resident.iter().filter(|r| **r & 1 == 0).count();
+            assert_eq!(
+                missing,
+                0,
+                "{missing} of {} pages not resident",
+                resident.len()
+            );
+        }
+        entries.push(1);
+        ids.push([0; 16]);
+    }
 
     fn identity() -> SegmentIdentity {
         SegmentIdentity {
