@@ -81,6 +81,51 @@ fn reads_return_exactly_what_was_written() {
     store.close().unwrap();
 }
 
+/// Iterators read the active segment ahead in large blocks. Every event must
+/// still come back whole, in order and exactly once while another thread
+/// appends (relaxed, so bytes reach the file in flushes of every size, and
+/// the segment rotates under the readers), and after close and reopen.
+#[test]
+fn replays_of_the_active_segment_are_exact_while_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(dir.path())
+        .with_sync_every_n_events(64)
+        .with_segment_max_bytes(256 * 1024);
+    let store = Store::open(config.clone()).unwrap();
+    let total = 4_000u64;
+    let payload = |i: u64| json!({"i": i, "pad": "x".repeat((i % 250) as usize)});
+    let check = |store: &Store| -> u64 {
+        let mut seen = 0u64;
+        for event in store.query(&Region::all()) {
+            let event = event.expect("every visible event reads back intact");
+            assert_eq!(event.header.sequence, seen, "in order, none skipped");
+            assert_eq!(event.payload, payload(seen));
+            seen += 1;
+        }
+        seen
+    };
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for i in 0..total {
+                let entity = format!("e{}", i % 7);
+                store.append(&coord(&entity), MOVED, &payload(i)).unwrap();
+            }
+        });
+        while !writer.is_finished() {
+            check(&store);
+        }
+    });
+    assert_eq!(check(&store), total);
+    assert!(
+        store.stats().segments > 3,
+        "the log rotated under the readers"
+    );
+    store.close().unwrap();
+    let store = Store::open(config).unwrap();
+    assert_eq!(check(&store), total);
+    store.close().unwrap();
+}
+
 #[cfg(feature = "blake3")]
 #[test]
 fn receipts_carry_the_hash_chain_link() {

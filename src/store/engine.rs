@@ -1290,6 +1290,17 @@ impl Inner {
 
     /// Makes sure the frame at (segment, offset) has been handed to the OS,
     /// so a positioned read can see it.
+    /// How far `segment`'s bytes are in the operating system for good: its
+    /// whole file once the writer has moved past it.
+    pub(crate) fn written_bound(&self, segment: u32) -> u64 {
+        let flushed = self.flushed.load(Ordering::Acquire);
+        match (flushed >> 32).cmp(&u64::from(segment)) {
+            std::cmp::Ordering::Greater => u64::MAX,
+            std::cmp::Ordering::Equal => flushed & u64::from(u32::MAX),
+            std::cmp::Ordering::Less => 0,
+        }
+    }
+
     pub(crate) fn ensure_flushed(&self, segment: u32, offset: u64) -> Result<(), StoreError> {
         if self.read_only || pack_position(segment, offset) < self.flushed.load(Ordering::Acquire) {
             return Ok(());

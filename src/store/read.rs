@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::codec::decode_payload;
 use super::engine::Inner;
 use super::log::frame::decode_indexed_frame;
-use super::log::segment::ReadFrameError;
+use super::log::segment::{ReadAhead, ReadFrameError};
 use crate::{EventHeader, Region, StoreError, StoredEvent};
 
 /// How many sequences an iterator fetches from the index at a time.
@@ -22,7 +22,7 @@ impl Inner {
         &self,
         sequence: u64,
     ) -> Result<Option<StoredEvent<T>>, StoreError> {
-        self.read_event_with(sequence, decode_payload::<T>)
+        self.read_event_with(sequence, decode_payload::<T>, None)
     }
 
     /// Reads and checks the visible event at `sequence`, turning its payload
@@ -31,6 +31,7 @@ impl Inner {
         &self,
         sequence: u64,
         decode: fn(&[u8]) -> Result<P, StoreError>,
+        ahead: Option<&mut ReadAhead>,
     ) -> Result<Option<StoredEvent<P>>, StoreError> {
         // The segment reader is taken with the entry, under the index lock:
         // compaction swaps both at once, so they always belong together.
@@ -58,7 +59,12 @@ impl Inner {
         let corrupt = |reason: String| {
             StoreError::corrupt(reader.path.clone(), u64::from(entry.offset), reason)
         };
-        let decoded = reader.with_frame(u64::from(entry.offset), |bytes| {
+        // Read ahead only where nothing past the written bound can change
+        // under the reader: not beside another process's writer.
+        let ahead = ahead
+            .filter(|_| !self.read_only)
+            .map(|ahead| (ahead, &reader, self.written_bound(entry.segment)));
+        let decoded = reader.with_frame_ahead(u64::from(entry.offset), ahead, |bytes| {
             let view = decode_indexed_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
             // What is read back must be what the index was built from.
             if view.sequence != sequence
@@ -119,6 +125,8 @@ pub struct EventIter {
     after: Option<u64>,
     buffered: VecDeque<u64>,
     exhausted: bool,
+    /// Frames of the active segment, read ahead in order.
+    ahead: ReadAhead,
 }
 
 impl EventIter {
@@ -129,6 +137,7 @@ impl EventIter {
             after: None,
             buffered: VecDeque::new(),
             exhausted: false,
+            ahead: ReadAhead::default(),
         }
     }
 
@@ -182,7 +191,10 @@ impl EventIter {
     ) -> Option<Result<StoredEvent<P>, StoreError>> {
         loop {
             let sequence = self.next_sequence()?;
-            match self.inner.read_event_with(sequence, decode) {
+            match self
+                .inner
+                .read_event_with(sequence, decode, Some(&mut self.ahead))
+            {
                 Ok(Some(event)) => return Some(Ok(event)),
                 // Gone since it was selected (cut back after a failure): skip.
                 Ok(None) => continue,

@@ -5,6 +5,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use memmap2::Mmap;
 
 use super::frame::{declared_frame_len, FrameError};
@@ -135,6 +137,19 @@ impl SegmentReader {
         offset: u64,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, ReadFrameError> {
+        self.with_frame_ahead(offset, None, f)
+    }
+
+    /// [`SegmentReader::with_frame`] for a reader going through the log in
+    /// order: frames of an unmapped segment (the active one) are served from
+    /// `ahead`, which reads [`READ_AHEAD_BYTES`] at a time once reads run
+    /// in order, instead of one read per frame.
+    pub(crate) fn with_frame_ahead<R>(
+        &self,
+        offset: u64,
+        ahead: Option<(&mut ReadAhead, &Arc<SegmentReader>, u64)>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ReadFrameError> {
         if let Some(map) = &self.map {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
             let rest = map.get(start..).unwrap_or(&[]);
@@ -147,25 +162,115 @@ impl SegmentReader {
                 }))?;
             return Ok(f(bytes));
         }
-        // One read usually covers the whole frame; a second fetches the rest.
-        let mut buf = vec![0u8; 512];
-        let got = read_full_at(&self.file, &mut buf, offset).map_err(ReadFrameError::Io)?;
-        buf.truncate(got);
-        let len = declared_frame_len(&buf).map_err(ReadFrameError::Frame)?;
-        if len > buf.len() {
-            let have = buf.len();
-            buf.resize(len, 0);
-            let more = read_full_at(&self.file, &mut buf[have..], offset + have as u64)
-                .map_err(ReadFrameError::Io)?;
-            if more < len - have {
-                return Err(ReadFrameError::Frame(FrameError::Truncated {
-                    needed: len,
-                    available: have + more,
-                }));
+        if let Some((ahead, this, written)) = ahead {
+            return ahead.with_frame(this, offset, written, f);
+        }
+        let mut buf = Vec::new();
+        let len = read_frame_into(&self.file, offset, FRAME_READ_BYTES, u64::MAX, &mut buf)?;
+        Ok(f(&buf[..len]))
+    }
+}
+
+/// What one read of a frame fetches at first; a second read fetches the
+/// rest of a longer frame.
+const FRAME_READ_BYTES: usize = 512;
+
+/// What [`ReadAhead`] reads at a time once reads run in order.
+pub(crate) const READ_AHEAD_BYTES: usize = 64 * 1024;
+
+/// Reads the frame at `offset` into `buf` (from `offset`), reading `want`
+/// bytes at first but nothing at or past `limit` beyond the frame itself.
+/// Returns the frame's length; `buf` may hold more after it.
+fn read_frame_into(
+    file: &File,
+    offset: u64,
+    want: usize,
+    limit: u64,
+    buf: &mut Vec<u8>,
+) -> Result<usize, ReadFrameError> {
+    let room = usize::try_from(limit.saturating_sub(offset)).unwrap_or(usize::MAX);
+    buf.clear();
+    buf.resize(want.min(room).max(FRAME_READ_BYTES.min(want)), 0);
+    let got = read_full_at(file, buf, offset).map_err(ReadFrameError::Io)?;
+    buf.truncate(got);
+    let len = declared_frame_len(buf).map_err(ReadFrameError::Frame)?;
+    if len > buf.len() {
+        let have = buf.len();
+        buf.resize(len, 0);
+        let more = read_full_at(file, &mut buf[have..], offset + have as u64)
+            .map_err(ReadFrameError::Io)?;
+        if more < len - have {
+            return Err(ReadFrameError::Frame(FrameError::Truncated {
+                needed: len,
+                available: have + more,
+            }));
+        }
+    }
+    Ok(len)
+}
+
+/// Bytes of an unmapped segment read ahead for a reader going through the
+/// log in order (an iterator over a range of sequences).
+///
+/// Only bytes below the segment's written bound at the time of the read are
+/// kept: those are whole frames the log never changes, so later frames can
+/// be served from them. Bytes past the bound may still be in flight from a
+/// writer and are never served.
+#[derive(Debug, Default)]
+pub(crate) struct ReadAhead {
+    /// The segment the bytes are from (held, so it is never mistaken for
+    /// another reader at the same address).
+    reader: Option<Arc<SegmentReader>>,
+    /// File offset of `bytes[0]`.
+    start: u64,
+    bytes: Vec<u8>,
+    /// End of the last frame served: a read starting there runs in order.
+    next: u64,
+}
+
+impl ReadAhead {
+    /// Serves the frame at `offset` of `reader`, whose bytes below `written`
+    /// are in the file for good.
+    fn with_frame<R>(
+        &mut self,
+        reader: &Arc<SegmentReader>,
+        offset: u64,
+        written: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ReadFrameError> {
+        let same = self.reader.as_ref().is_some_and(|r| Arc::ptr_eq(r, reader));
+        if same {
+            if let Some(at) = offset
+                .checked_sub(self.start)
+                .and_then(|at| usize::try_from(at).ok())
+            {
+                if let Some(rest) = self.bytes.get(at..) {
+                    if let Ok(len) = declared_frame_len(rest) {
+                        if let Some(bytes) = rest.get(..len) {
+                            self.next = offset + len as u64;
+                            return Ok(f(bytes));
+                        }
+                    }
+                }
             }
         }
-        buf.truncate(len);
-        Ok(f(&buf))
+        // In order: read well ahead; elsewhere (a reader skipping through
+        // the log) one frame, as an unbuffered read would.
+        let in_order = same && offset == self.next;
+        let want = if in_order {
+            READ_AHEAD_BYTES
+        } else {
+            FRAME_READ_BYTES
+        };
+        let len = read_frame_into(&reader.file, offset, want, written, &mut self.bytes)?;
+        let keep = usize::try_from(written.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .max(len);
+        self.bytes.truncate(keep);
+        self.reader = Some(Arc::clone(reader));
+        self.start = offset;
+        self.next = offset + len as u64;
+        Ok(f(&self.bytes[..len]))
     }
 }
 
@@ -197,6 +302,67 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frames of `sizes` bodies, each body filled with `fill`, as the read
+    /// path sees them (a length prefix; the rest is not looked at here).
+    fn frames(sizes: &[usize], fill: u8) -> Vec<u8> {
+        use crate::store::log::frame::FRAME_PREFIX_BYTES;
+        let mut out = Vec::new();
+        for &body in sizes {
+            out.extend_from_slice(&(body as u32).to_le_bytes());
+            out.resize(out.len() + FRAME_PREFIX_BYTES - 4, 0);
+            out.resize(out.len() + body, fill);
+        }
+        out
+    }
+
+    /// Read-ahead serves frames from its block only below the written bound
+    /// it was given when it read: bytes past it may still be in flight, and
+    /// a frame there is read again once written.
+    #[test]
+    fn read_ahead_serves_only_bytes_below_the_written_bound() {
+        use crate::store::log::frame::BODY_FIXED_BYTES;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0000000000.segment");
+        let sizes: Vec<usize> = (0..400).map(|i| BODY_FIXED_BYTES + i % 170).collect();
+        let (first, later) = sizes.split_at(300);
+        let old = [frames(first, 1), frames(later, 2)].concat();
+        std::fs::write(&path, &old).unwrap();
+        let reader = Arc::new(SegmentReader::open(path.clone(), false).unwrap());
+        let written = frames(first, 1).len() as u64;
+        let mut ahead = ReadAhead::default();
+        let mut offset = 0u64;
+        let read = |ahead: &mut ReadAhead, offset: u64, written: u64| {
+            reader
+                .with_frame_ahead(offset, Some((ahead, &reader, written)), <[u8]>::to_vec)
+                .unwrap()
+        };
+        let mut last = 0;
+        for &body in first {
+            let frame = read(&mut ahead, offset, written);
+            assert_eq!(frame.len(), 8 + body);
+            assert!(frame[8..].iter().all(|b| *b == 1));
+            last = offset;
+            offset += frame.len() as u64;
+        }
+        // A reader starting at the last written frame: a short read, whose
+        // bytes past the bound must not be kept either.
+        let mut ahead = ReadAhead::default();
+        assert_eq!(read(&mut ahead, last, written).len() as u64, offset - last);
+        // The writer now puts other bytes where the block held the old ones.
+        let new = [frames(first, 1), frames(later, 3)].concat();
+        std::fs::write(&path, &new).unwrap();
+        let written = new.len() as u64;
+        for &body in later {
+            let frame = read(&mut ahead, offset, written);
+            assert_eq!(frame.len(), 8 + body);
+            assert!(frame[8..].iter().all(|b| *b == 3), "stale bytes served");
+            offset += frame.len() as u64;
+        }
+        // Out of order reads work too.
+        let frame = read(&mut ahead, 0, written);
+        assert_eq!(frame.len(), 8 + first[0]);
+    }
 
     #[test]
     fn segment_names_round_trip_and_reject_lookalikes() {
