@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::json::{self, JsonError};
 use crate::StoreError;
 
 /// A writer that refuses to grow past `max` bytes, so an oversized payload is
@@ -89,15 +90,27 @@ fn encode_into(
     max_bytes: u32,
     buffer: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
+    let start = buffer.len();
+    match json::encode(payload, buffer, start + max_bytes as usize) {
+        Ok(()) => return Ok(()),
+        Err(JsonError::Exceeded) => {
+            return Err(StoreError::PayloadTooLarge {
+                size: (buffer.len() - start) as u64 + 1,
+                max: u64::from(max_bytes),
+            })
+        }
+        // Something the fast encoder leaves to serde_json: start over.
+        Err(JsonError::Fallback) => buffer.truncate(start),
+    }
     let mut writer = LimitedWriter {
         buffer,
-        max: max_bytes as usize,
+        max: start + max_bytes as usize,
         exceeded: false,
     };
     match serde_json::to_writer(&mut writer, payload) {
         Ok(()) => Ok(()),
         Err(_) if writer.exceeded => Err(StoreError::PayloadTooLarge {
-            size: writer.buffer.len() as u64 + 1,
+            size: (writer.buffer.len() - start) as u64 + 1,
             max: u64::from(max_bytes),
         }),
         Err(source) => Err(StoreError::Serialization {

@@ -12,6 +12,7 @@ mod config;
 pub(crate) mod engine;
 mod error;
 pub(crate) mod index;
+mod json;
 pub(crate) mod log;
 mod open;
 mod options;
