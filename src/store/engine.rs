@@ -31,6 +31,7 @@ use super::log::io::{StorageFile, StorageIo};
 use super::log::segment::{segment_file_name, ReadFrameError, SegmentReader};
 use super::options::Causation;
 use super::report::OpenReport;
+use super::wake::RoundSignal;
 use crate::event::IdGenerator;
 use crate::{
     AppendOptions, AppendReceipt, Batch, Coordinate, EventHash, EventId, EventKind, StoreConfig,
@@ -156,12 +157,12 @@ pub(crate) struct SyncState {
     pub(crate) last_sync: Duration,
 }
 
-/// A thread waiting for a sync: what it needs synced and how to wake it.
+/// A thread waiting for a sync: what it needs synced, and who it is.
 #[derive(Debug)]
 pub(crate) struct Parked {
     through: u64,
     appender: bool,
-    thread: std::thread::Thread,
+    thread: std::thread::ThreadId,
 }
 
 impl SyncState {
@@ -184,7 +185,7 @@ impl SyncState {
         if let Some(at) = self
             .parked
             .iter()
-            .position(|p| p.through == through && p.thread.id() == me)
+            .position(|p| p.through == through && p.thread == me)
         {
             self.parked.swap_remove(at);
         }
@@ -200,6 +201,8 @@ pub(crate) struct Inner {
     pub(crate) sync: Mutex<SyncState>,
     /// Mirror of `SyncState::generation`: parked threads wake when it moves.
     pub(crate) sync_generation: AtomicU64,
+    /// What parked threads sleep on: one wake releases them all.
+    pub(crate) round: RoundSignal,
     /// Mirror of `SyncState::durable_next` for lock-free reads.
     pub(crate) durable_next: AtomicU64,
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<SegmentReader>>>,
@@ -844,8 +847,8 @@ impl Inner {
             .store(state.generation, Ordering::Release);
         let parked = std::mem::take(&mut state.parked);
         drop(state);
-        for waiter in parked {
-            waiter.thread.unpark();
+        if !parked.is_empty() {
+            self.round.wake_all();
         }
     }
 
@@ -949,33 +952,35 @@ impl Inner {
                 // is complete or the time is up). Threads a sync covered
                 // return without taking the lock again, so a large group
                 // wakes at once instead of one lock hand-over at a time.
-                let deadline = if gather {
-                    let until = now + state.last_sync / 2;
-                    Some(*state.gather_until.get_or_insert(until))
-                } else {
-                    None
+                // Only the first appender of a gathering keeps time; the
+                // rest wait for the round to end like any waiter (a timer
+                // each would wake them all in the middle of the sync).
+                let deadline = match state.gather_until {
+                    None if gather => {
+                        let until = now + state.last_sync / 2;
+                        state.gather_until = Some(until);
+                        Some(until)
+                    }
+                    _ => None,
                 };
                 state.parked.push(Parked {
                     through,
                     appender,
-                    thread: std::thread::current(),
+                    thread: std::thread::current().id(),
                 });
                 let generation = state.generation;
                 drop(state);
                 let released = loop {
+                    // Read before the check, so a release in between moves
+                    // it and the wait returns at once.
+                    let seen = self.round.current();
                     if self.sync_generation.load(Ordering::Acquire) != generation {
                         break true;
                     }
-                    match deadline {
-                        None => std::thread::park(),
-                        Some(deadline) => {
-                            let now = std::time::Instant::now();
-                            if now >= deadline {
-                                break false;
-                            }
-                            std::thread::park_timeout(deadline - now);
-                        }
+                    if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
+                        break false;
                     }
+                    self.round.wait(seen, deadline);
                 };
                 if released && self.durable_next.load(Ordering::Acquire) >= through {
                     return Ok(());

@@ -20,6 +20,7 @@ mod read;
 mod report;
 mod snapshot;
 mod verify;
+mod wake;
 
 pub use checkpoint::{IgnoredFile, CHECKPOINT_EVERY, CHECKPOINT_EVERY_EVENTS};
 pub use compact::{Compaction, CompactionProgress, CompactionReport};

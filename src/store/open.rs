@@ -152,6 +152,7 @@ pub(crate) fn open(
             ..SyncState::default()
         }),
         sync_generation: AtomicU64::new(0),
+        round: Default::default(),
         extension: Mutex::new(Extension::default()),
         extension_done: Condvar::new(),
         flushing: Mutex::new(Flushing::default()),
