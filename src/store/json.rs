@@ -201,6 +201,23 @@ fn compound<'a, 'o>(
     })
 }
 
+/// The integer methods of a serializer with an `integer` method.
+macro_rules! integer_methods {
+    () => {
+        integer_methods!(@each
+            serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+            serialize_i64: i64, serialize_i128: i128, serialize_u8: u8,
+            serialize_u16: u16, serialize_u32: u32, serialize_u64: u64,
+            serialize_u128: u128
+        );
+    };
+    (@each $($method:ident: $ty:ty),*) => {$(
+        fn $method(self, value: $ty) -> Result {
+            self.integer(value)
+        }
+    )*};
+}
+
 /// serde_json's private struct names (raw values, arbitrary-precision
 /// numbers), which its own serializer writes specially.
 fn is_serde_json_token(name: &str) -> bool {
@@ -222,45 +239,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Encoder<'o> {
         self.put(if value { b"true" } else { b"false" })
     }
 
-    fn serialize_i8(self, value: i8) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i16(self, value: i16) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i32(self, value: i32) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i64(self, value: i64) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i128(self, value: i128) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u8(self, value: u8) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u16(self, value: u16) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u32(self, value: u32) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u64(self, value: u64) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u128(self, value: u128) -> Result {
-        self.integer(value)
-    }
+    integer_methods!();
 
     fn serialize_f32(self, value: f32) -> Result {
         self.float(&value)
@@ -417,57 +396,30 @@ impl Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
+/// serde's compound traits whose entries are plain values.
+macro_rules! element_compounds {
+    ($($kind:ident :: $method:ident),*) => {$(
+        impl ser::$kind for Compound<'_, '_> {
+            type Ok = ();
+            type Error = JsonError;
 
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
+                self.element(value)
+            }
 
-    fn end(self) -> Result {
-        self.finish()
-    }
+            fn end(self) -> Result {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
+element_compounds!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -488,31 +440,29 @@ impl ser::SerializeMap for Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
+/// serde's compound traits whose entries are named fields.
+macro_rules! field_compounds {
+    ($($kind:ident),*) => {$(
+        impl ser::$kind for Compound<'_, '_> {
+            type Ok = ();
+            type Error = JsonError;
 
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result {
-        self.field(key, value)
-    }
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result {
+                self.field(key, value)
+            }
 
-    fn end(self) -> Result {
-        self.finish()
-    }
+            fn end(self) -> Result {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result {
-        self.finish()
-    }
-}
+field_compounds!(SerializeStruct, SerializeStructVariant);
 
 /// A map key: a string, or a key serde_json writes as a quoted string
 /// (integers, booleans, unit variants). Anything else is left to serde_json
@@ -572,45 +522,7 @@ impl ser::Serializer for MapKey<'_, '_> {
         self.quoted(if value { b"true" } else { b"false" })
     }
 
-    fn serialize_i8(self, value: i8) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i16(self, value: i16) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i32(self, value: i32) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i64(self, value: i64) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_i128(self, value: i128) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u8(self, value: u8) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u16(self, value: u16) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u32(self, value: u32) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u64(self, value: u64) -> Result {
-        self.integer(value)
-    }
-
-    fn serialize_u128(self, value: u128) -> Result {
-        self.integer(value)
-    }
+    integer_methods!();
 
     fn serialize_f32(self, _value: f32) -> Result {
         Err(JsonError::Fallback)
