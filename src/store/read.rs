@@ -63,7 +63,7 @@ impl Inner {
         // under the reader: not beside another process's writer.
         let ahead = ahead
             .filter(|_| !self.read_only)
-            .map(|ahead| (ahead, &reader, self.written_bound(entry.segment)));
+            .map(|ahead| (ahead, self.written_bound(entry.segment)));
         let decoded = reader.with_frame_ahead(u64::from(entry.offset), ahead, |bytes| {
             let view = decode_indexed_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
             // What is read back must be what the index was built from.

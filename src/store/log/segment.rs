@@ -4,7 +4,6 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -137,38 +136,48 @@ impl SegmentReader {
         offset: u64,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, ReadFrameError> {
-        self.with_frame_ahead(offset, None, f)
-    }
-
-    /// [`SegmentReader::with_frame`] for a reader going through the log in
-    /// order: frames of an unmapped segment (the active one) are served from
-    /// `ahead`, which reads [`READ_AHEAD_BYTES`] at a time once reads run
-    /// in order, instead of one read per frame.
-    pub(crate) fn with_frame_ahead<R>(
-        &self,
-        offset: u64,
-        ahead: Option<(&mut ReadAhead, &Arc<SegmentReader>, u64)>,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, ReadFrameError> {
         if let Some(map) = &self.map {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            let rest = map.get(start..).unwrap_or(&[]);
-            let len = declared_frame_len(rest).map_err(ReadFrameError::Frame)?;
-            let bytes = rest
-                .get(..len)
-                .ok_or(ReadFrameError::Frame(FrameError::Truncated {
-                    needed: len,
-                    available: rest.len(),
-                }))?;
-            return Ok(f(bytes));
-        }
-        if let Some((ahead, this, written)) = ahead {
-            return ahead.with_frame(this, offset, written, f);
+            return with_mapped_frame(map, offset, f);
         }
         let mut buf = Vec::new();
         let len = read_frame_into(&self.file, offset, FRAME_READ_BYTES, u64::MAX, &mut buf)?;
         Ok(f(&buf[..len]))
     }
+
+    /// [`SegmentReader::with_frame`] for a reader going through the log in
+    /// order: frames of an unmapped segment (the active one) are served from
+    /// `ahead`, which reads [`READ_AHEAD_BYTES`] at a time once reads run
+    /// in order, instead of one read per frame. It comes with the segment's
+    /// written bound: how far its bytes are in the file for good.
+    pub(crate) fn with_frame_ahead<R>(
+        self: &Arc<Self>,
+        offset: u64,
+        ahead: Option<(&mut ReadAhead, u64)>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ReadFrameError> {
+        match (&self.map, ahead) {
+            (None, Some((ahead, written))) => ahead.with_frame(self, offset, written, f),
+            _ => self.with_frame(offset, f),
+        }
+    }
+}
+
+/// The frame at `offset` of a mapped segment.
+fn with_mapped_frame<R>(
+    map: &Mmap,
+    offset: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, ReadFrameError> {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let rest = map.get(start..).unwrap_or(&[]);
+    let len = declared_frame_len(rest).map_err(ReadFrameError::Frame)?;
+    let bytes = rest
+        .get(..len)
+        .ok_or(ReadFrameError::Frame(FrameError::Truncated {
+            needed: len,
+            available: rest.len(),
+        }))?;
+    Ok(f(bytes))
 }
 
 /// What one read of a frame fetches at first; a second read fetches the
@@ -334,7 +343,7 @@ mod tests {
         let mut offset = 0u64;
         let read = |ahead: &mut ReadAhead, offset: u64, written: u64| {
             reader
-                .with_frame_ahead(offset, Some((ahead, &reader, written)), <[u8]>::to_vec)
+                .with_frame_ahead(offset, Some((ahead, written)), <[u8]>::to_vec)
                 .unwrap()
         };
         let mut last = 0;
