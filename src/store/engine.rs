@@ -1293,8 +1293,6 @@ impl Inner {
         }
     }
 
-    /// Makes sure the frame at (segment, offset) has been handed to the OS,
-    /// so a positioned read can see it.
     /// How far `segment`'s bytes are in the operating system for good: its
     /// whole file once the writer has moved past it.
     pub(crate) fn written_bound(&self, segment: u32) -> u64 {
@@ -1306,6 +1304,8 @@ impl Inner {
         }
     }
 
+    /// Makes sure the frame at (segment, offset) has been handed to the OS,
+    /// so a positioned read can see it.
     pub(crate) fn ensure_flushed(&self, segment: u32, offset: u64) -> Result<(), StoreError> {
         if self.read_only || pack_position(segment, offset) < self.flushed.load(Ordering::Acquire) {
             return Ok(());
