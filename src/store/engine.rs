@@ -142,9 +142,6 @@ pub(crate) struct SyncState {
     pub(crate) failure: Option<String>,
     /// Threads parked until the sync in progress ends.
     pub(crate) parked: Vec<Parked>,
-    /// Bumped (with [`Inner::sync_generation`]) whenever the parked threads
-    /// are released.
-    pub(crate) generation: u64,
     /// The leader of the sync in progress waits for its own receipts.
     pub(crate) leader_appends: bool,
     /// Appenders that waited when the last sync ended: how many a leader
@@ -199,9 +196,8 @@ pub(crate) struct Inner {
     pub(crate) index: RwLock<Index>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) sync: Mutex<SyncState>,
-    /// Mirror of `SyncState::generation`: parked threads wake when it moves.
-    pub(crate) sync_generation: AtomicU64,
-    /// What parked threads sleep on: one wake releases them all.
+    /// The wait round: advanced (under the sync lock) whenever the parked
+    /// threads are released; they sleep on it, and one wake releases them all.
     pub(crate) round: RoundSignal,
     /// Mirror of `SyncState::durable_next` for lock-free reads.
     pub(crate) durable_next: AtomicU64,
@@ -842,9 +838,7 @@ impl Inner {
     /// Ends a wait round: every parked thread wakes and looks again. Takes
     /// the sync lock's guard and releases it before waking them.
     fn release_waiters(&self, mut state: MutexGuard<'_, SyncState>) {
-        state.generation += 1;
-        self.sync_generation
-            .store(state.generation, Ordering::Release);
+        self.round.advance();
         let parked = std::mem::take(&mut state.parked);
         drop(state);
         if !parked.is_empty() {
@@ -968,19 +962,17 @@ impl Inner {
                     appender,
                     thread: std::thread::current().id(),
                 });
-                let generation = state.generation;
+                // Read under the sync lock, which every release holds.
+                let round = self.round.current();
                 drop(state);
                 let released = loop {
-                    // Read before the check, so a release in between moves
-                    // it and the wait returns at once.
-                    let seen = self.round.current();
-                    if self.sync_generation.load(Ordering::Acquire) != generation {
+                    if self.round.current() != round {
                         break true;
                     }
                     if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
                         break false;
                     }
-                    self.round.wait(seen, deadline);
+                    self.round.wait(round, deadline);
                 };
                 if released && self.durable_next.load(Ordering::Acquire) >= through {
                     return Ok(());

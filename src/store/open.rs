@@ -151,7 +151,6 @@ pub(crate) fn open(
             durable_next: next_sequence,
             ..SyncState::default()
         }),
-        sync_generation: AtomicU64::new(0),
         round: Default::default(),
         extension: Mutex::new(Extension::default()),
         extension_done: Condvar::new(),

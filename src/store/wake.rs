@@ -9,8 +9,9 @@
 
 use std::time::Instant;
 
-/// A counter that waiters watch: [`RoundSignal::wake_all`] moves it and
-/// wakes everyone waiting on the value they saw.
+/// A round counter that waiters watch: [`RoundSignal::advance`] moves it,
+/// and [`RoundSignal::wake_all`] wakes everyone still waiting on the value
+/// they saw.
 #[derive(Debug, Default)]
 pub(crate) struct RoundSignal {
     #[cfg(target_os = "linux")]
@@ -23,10 +24,14 @@ pub(crate) struct RoundSignal {
 
 #[cfg(target_os = "linux")]
 impl RoundSignal {
-    /// The value to pass to [`RoundSignal::wait`]; read it before checking
-    /// whether to wait, so a wake in between is never missed.
+    /// The round now: the value to pass to [`RoundSignal::wait`].
     pub(crate) fn current(&self) -> u32 {
         self.word.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts the next round; waits on the old value return.
+    pub(crate) fn advance(&self) {
+        self.word.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Sleeps while the counter still holds `seen`, until `deadline` if one
@@ -60,9 +65,8 @@ impl RoundSignal {
         }
     }
 
-    /// Moves the counter and wakes every waiter.
+    /// Wakes every waiter (after [`RoundSignal::advance`]).
     pub(crate) fn wake_all(&self) {
-        self.word.fetch_add(1, std::sync::atomic::Ordering::Release);
         // SAFETY: FUTEX_WAKE only wakes threads waiting on this word; the
         // pointer is to a live, aligned atomic.
         unsafe {
@@ -78,9 +82,15 @@ impl RoundSignal {
 
 #[cfg(not(target_os = "linux"))]
 impl RoundSignal {
-    /// The value to pass to [`RoundSignal::wait`].
+    /// The round now: the value to pass to [`RoundSignal::wait`].
     pub(crate) fn current(&self) -> u32 {
         *self.word.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the next round; waits on the old value return.
+    pub(crate) fn advance(&self) {
+        let mut word = self.word.lock().unwrap_or_else(|e| e.into_inner());
+        *word = word.wrapping_add(1);
     }
 
     /// Sleeps while the counter still holds `seen`, until `deadline` if one
@@ -99,11 +109,8 @@ impl RoundSignal {
         }
     }
 
-    /// Moves the counter and wakes every waiter.
+    /// Wakes every waiter (after [`RoundSignal::advance`]).
     pub(crate) fn wake_all(&self) {
-        let mut word = self.word.lock().unwrap_or_else(|e| e.into_inner());
-        *word = word.wrapping_add(1);
-        drop(word);
         self.moved.notify_all();
     }
 }
@@ -111,40 +118,38 @@ impl RoundSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// Every waiter that saw the old value wakes from one `wake_all`, and a
-    /// wait on a value that has already moved returns at once.
+    /// Every waiter of a round wakes from one `wake_all` after `advance`,
+    /// and a wait on a round that has already passed returns at once.
     #[test]
     fn one_wake_releases_every_waiter() {
         let signal = Arc::new(RoundSignal::default());
-        let released = Arc::new(AtomicBool::new(false));
+        let round = signal.current();
         let woken = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..6)
             .map(|_| {
-                let (signal, released, woken) = (signal.clone(), released.clone(), woken.clone());
-                std::thread::spawn(move || loop {
-                    let seen = signal.current();
-                    if released.load(Ordering::Acquire) {
-                        woken.fetch_add(1, Ordering::Relaxed);
-                        return;
+                let (signal, woken) = (signal.clone(), woken.clone());
+                std::thread::spawn(move || {
+                    while signal.current() == round {
+                        signal.wait(round, None);
                     }
-                    signal.wait(seen, None);
+                    woken.fetch_add(1, Ordering::Relaxed);
                 })
             })
             .collect();
         std::thread::sleep(Duration::from_millis(20));
-        released.store(true, Ordering::Release);
+        assert_eq!(woken.load(Ordering::Relaxed), 0, "nobody wakes early");
+        signal.advance();
         signal.wake_all();
         for thread in threads {
             thread.join().unwrap();
         }
         assert_eq!(woken.load(Ordering::Relaxed), 6);
-        let stale = signal.current().wrapping_sub(1);
         let started = Instant::now();
-        signal.wait(stale, None);
+        signal.wait(round, None);
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
