@@ -252,6 +252,23 @@ pub(crate) fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
+/// An entity's head while a unit is planned: its name, its id (`None` if
+/// it has no events yet), and its clock and link after the unit's events so far.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    name: &'a str,
+    id: Option<u32>,
+    clock: u64,
+    link: Option<EventHash>,
+}
+
+/// One frame of a planned unit: its fields, its link and its entity's id.
+struct Planned<'a> {
+    fields: FrameFields<'a>,
+    hash: Option<EventHash>,
+    entity_id: Option<u32>,
+}
+
 /// Who waits in [`Inner::sync_through_as`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiter {
@@ -468,22 +485,30 @@ impl Inner {
         let timestamp_us = now_us();
         let now_ms = u64::try_from(timestamp_us / 1000).unwrap_or(0);
         // Inline for single events: the common append allocates nothing here.
-        let mut heads: SmallVec<[(&str, u64, Option<EventHash>); 1]> =
-            SmallVec::with_capacity(drafts.len());
-        let mut frames: SmallVec<[(FrameFields<'_>, Option<EventHash>); 1]> =
-            SmallVec::with_capacity(drafts.len());
+        let mut heads: SmallVec<[Head<'_>; 1]> = SmallVec::with_capacity(drafts.len());
+        let mut frames: SmallVec<[Planned<'_>; 1]> = SmallVec::with_capacity(drafts.len());
         let mut unit_bytes = 0usize;
         for (position, draft) in drafts.iter().enumerate() {
             let entity = draft.coordinate.entity();
-            let slot = match heads.iter().position(|(name, _, _)| *name == entity) {
+            let slot = match heads.iter().position(|head| head.name == entity) {
                 Some(slot) => slot,
                 None => {
-                    let (clock, hash) = index.entity_head(entity);
-                    heads.push((entity, clock, hash));
+                    let (id, clock, link) = index.entity_head_and_id(entity);
+                    heads.push(Head {
+                        name: entity,
+                        id,
+                        clock,
+                        link,
+                    });
                     heads.len() - 1
                 }
             };
-            let (_, clock, previous_hash) = heads[slot];
+            let Head {
+                id: entity_id,
+                clock,
+                link: previous_hash,
+                ..
+            } = heads[slot];
             if let Some(expected) = draft.expect_clock {
                 if expected != clock {
                     return Err((
@@ -505,7 +530,7 @@ impl Inner {
             }
             let event_id = writer.ids.next(now_ms);
             let cause = match draft.causation {
-                Some(Causation::Item(cause)) => Some(&frames[cause].0),
+                Some(Causation::Item(cause)) => Some(&frames[cause].fields),
                 _ => None,
             };
             let causation_id = match draft.causation {
@@ -535,9 +560,14 @@ impl Inner {
                 payload: draft.payload,
             };
             let hash = link(previous_hash.as_ref(), &fields, &draft.digest);
-            heads[slot] = (entity, clock + 1, hash);
+            heads[slot].clock = clock + 1;
+            heads[slot].link = hash;
             unit_bytes += fields.encoded_len(hash.is_some());
-            frames.push((fields, hash));
+            frames.push(Planned {
+                fields,
+                hash,
+                entity_id,
+            });
         }
 
         // Make room, then encode.
@@ -563,26 +593,34 @@ impl Inner {
         let segment = active.id;
         let count = frames.len() as u32;
         let mut receipts = Receipts::with_capacity(frames.len());
-        for (position, (fields, hash)) in frames.iter().enumerate() {
+        for (position, planned) in frames.iter().enumerate() {
+            let Planned {
+                fields,
+                hash,
+                entity_id,
+            } = planned;
             let offset = active.end();
             encode_frame(fields, hash.as_ref(), &mut active.pending);
-            let pushed = index.push(NewEntry {
-                sequence: fields.sequence,
-                segment,
-                offset: offset as u32,
-                timestamp_us,
-                event_id: fields.event_id,
-                entity: fields.entity,
-                scope: fields.scope,
-                clock: fields.clock,
-                kind: fields.kind,
-                flags: fields.flags,
-                correlation_id: fields.correlation_id,
-                causation_id: fields.causation_id,
-                idempotency: fields.idempotency_key.map(|k| (k, count)),
-                hash: *hash,
-                stub: false,
-            });
+            let pushed = index.push_known(
+                NewEntry {
+                    sequence: fields.sequence,
+                    segment,
+                    offset: offset as u32,
+                    timestamp_us,
+                    event_id: fields.event_id,
+                    entity: fields.entity,
+                    scope: fields.scope,
+                    clock: fields.clock,
+                    kind: fields.kind,
+                    flags: fields.flags,
+                    correlation_id: fields.correlation_id,
+                    causation_id: fields.causation_id,
+                    idempotency: fields.idempotency_key.map(|k| (k, count)),
+                    hash: *hash,
+                    stub: false,
+                },
+                *entity_id,
+            );
             if let Err(reason) = pushed {
                 // Unreachable by construction; fail loudly rather than write a
                 // log the index disagrees with.

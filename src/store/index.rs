@@ -248,12 +248,19 @@ impl Index {
 
     /// Clock and last link of an entity, counting events not yet visible.
     pub(crate) fn entity_head(&self, name: &str) -> (u64, Option<EventHash>) {
+        let (_, clock, hash) = self.entity_head_and_id(name);
+        (clock, hash)
+    }
+
+    /// [`Index::entity_head`] with the entity's id (`None` if it is new),
+    /// which the write path hands back to [`Index::push_known`].
+    pub(crate) fn entity_head_and_id(&self, name: &str) -> (Option<u32>, u64, Option<EventHash>) {
         match self.entity_id(name) {
             Some(id) => {
                 let entity = &self.entities[id as usize];
-                (entity.clock, entity.last_hash)
+                (Some(id), entity.clock, entity.last_hash)
             }
-            None => (0, None),
+            None => (None, 0, None),
         }
     }
 
@@ -360,6 +367,16 @@ impl Index {
 
     /// Adds one event. The caller has checked clocks and sequences.
     pub(crate) fn push(&mut self, new: NewEntry<'_>) -> Result<(), String> {
+        self.push_known(new, None)
+    }
+
+    /// [`Index::push`] given the entity's id if the caller already looked
+    /// it up under the same lock (saving a second hash of the name).
+    pub(crate) fn push_known(
+        &mut self,
+        new: NewEntry<'_>,
+        known: Option<u32>,
+    ) -> Result<(), String> {
         if new.sequence != self.next_sequence() {
             return Err(format!(
                 "sequence {} out of order (expected {})",
@@ -369,7 +386,13 @@ impl Index {
         }
         let clock = u32::try_from(new.clock)
             .map_err(|_| format!("entity clock {} exceeds the index limit", new.clock))?;
-        let entity = self.intern_entity(new.entity)?;
+        let entity = match known {
+            Some(id) => {
+                debug_assert_eq!(&*self.entities[id as usize].name, new.entity);
+                id
+            }
+            None => self.intern_entity(new.entity)?,
+        };
         let state = &mut self.entities[entity as usize];
         // A stub may follow removed events of its entity (a chain anchor);
         // an event always follows its predecessor or a stub of it.

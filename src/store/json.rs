@@ -91,15 +91,39 @@ fn may_need_escape(word: u64) -> bool {
     ((control | quote | backslash) & !word & HIGHS) != 0
 }
 
+/// The eight bytes of `chunk` as one word.
+#[inline]
+fn word(chunk: &[u8]) -> u64 {
+    u64::from_le_bytes([
+        chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+    ])
+}
+
+/// True if no byte of `bytes` needs an escape (false may be a false alarm,
+/// which only sends the string down the byte-by-byte path). The last
+/// partial word is checked as the final eight bytes, overlapping the word
+/// before; strings shorter than a word are looked up byte by byte.
+#[inline]
+fn all_clean(bytes: &[u8]) -> bool {
+    if bytes.len() < 8 {
+        return bytes.iter().all(|&byte| ESCAPE[usize::from(byte)] == 0);
+    }
+    let chunks = bytes.chunks_exact(8);
+    let partial = !chunks.remainder().is_empty();
+    for chunk in chunks {
+        if may_need_escape(word(chunk)) {
+            return false;
+        }
+    }
+    !partial || !may_need_escape(word(&bytes[bytes.len() - 8..]))
+}
+
 /// Length of the leading run of `bytes` that needs no escape.
 #[inline]
 fn clean_prefix(bytes: &[u8]) -> usize {
     let mut at = 0;
     for chunk in bytes.chunks_exact(8) {
-        let word = u64::from_le_bytes([
-            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-        ]);
-        if may_need_escape(word) {
+        if may_need_escape(word(chunk)) {
             break;
         }
         at += 8;
@@ -140,6 +164,14 @@ impl Encoder<'_> {
         let mut rest = text.as_bytes();
         // Escapes only add bytes: a string that cannot fit fails at once.
         self.room(rest.len() + 2)?;
+        if all_clean(rest) {
+            // The common case: nothing to escape, one copy.
+            self.out.reserve(rest.len() + 2);
+            self.out.push(b'"');
+            self.out.extend_from_slice(rest);
+            self.out.push(b'"');
+            return Ok(());
+        }
         self.out.push(b'"');
         loop {
             let clean = clean_prefix(rest);
@@ -636,6 +668,30 @@ mod tests {
             theirs.as_deref().map(String::from_utf8_lossy),
             "for {value:?}"
         );
+    }
+
+    /// The whole-string check never calls a string clean that holds a byte
+    /// needing an escape, whatever its length and position (the padded and
+    /// overlapping last words included), and plain text takes the fast path.
+    #[test]
+    fn all_clean_misses_no_escape_at_any_length_or_position() {
+        for len in 0..=33 {
+            let plain: Vec<u8> = (0..len).map(|i| b"aZ09 ~.-"[i % 8]).collect();
+            assert!(super::all_clean(&plain), "plain text of {len} bytes");
+            for at in 0..len {
+                for byte in (0u8..0x20).chain([b'"', b'\\']) {
+                    let mut dirty = plain.clone();
+                    dirty[at] = byte;
+                    assert!(
+                        !super::all_clean(&dirty),
+                        "byte {byte:#04x} at {at} of {len} was missed"
+                    );
+                    same(&String::from_utf8(dirty).unwrap());
+                }
+            }
+        }
+        // Bytes of 0x80 and above need no escape (UTF-8 is written as is).
+        assert!(super::all_clean("naïve café ☕ 𝄞".as_bytes()));
     }
 
     fn text() -> impl Strategy<Value = String> {

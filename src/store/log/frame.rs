@@ -534,10 +534,18 @@ pub(crate) fn chain_hash(
         * (usize::from(fields.correlation_id.is_some())
             + usize::from(fields.causation_id.is_some()));
     let len = FIXED + ids + 2 + entity.len() + 2 + scope.len() + 32;
-    let mut stack = [0u8; FIXED + 32 + 2 + 128 + 2 + 128 + 32];
+    // Typical inputs (short names, no causal ids) fit the small buffer,
+    // which is cleared with a few stores rather than a call to `memset`.
+    const LARGE: usize = FIXED + 32 + 2 + 128 + 2 + 128 + 32;
+    let mut small: [u8; 128];
+    let mut large: [u8; LARGE];
     let mut heap = Vec::new();
-    let buffer: &mut [u8] = if len <= stack.len() {
-        &mut stack[..len]
+    let buffer: &mut [u8] = if len <= 128 {
+        small = [0u8; 128];
+        &mut small[..len]
+    } else if len <= LARGE {
+        large = [0u8; LARGE];
+        &mut large[..len]
     } else {
         heap.resize(len, 0);
         &mut heap
@@ -771,7 +779,7 @@ mod tests {
 
     /// The link is exactly the documented byte layout (ARCHITECTURE.md, "Hash
     /// chain"), fed here piece by piece: stores written by any build verify
-    /// under any other. Long coordinates take the heap path.
+    /// under any other, whichever buffer the input is assembled in.
     #[cfg(feature = "blake3")]
     #[test]
     fn chain_hash_is_the_documented_layout() {
@@ -807,13 +815,22 @@ mod tests {
         }
         let payload = b"{\"x\":1}";
         let digest = payload_digest(payload);
-        let long_entity = "e".repeat(300);
-        let mut plain = sample(payload, None);
-        plain.correlation_id = None;
-        plain.causation_id = None;
-        let mut long = sample(payload, None);
-        long.entity = &long_entity;
-        for fields in [sample(payload, None), plain, long] {
+        // Entity names that put the input on each side of both stack
+        // buffers' sizes (128 and 371 bytes), with and without causal ids.
+        let names: Vec<String> = [0, 1, 17, 30, 31, 32, 62, 63, 64, 100, 200, 260, 300]
+            .into_iter()
+            .map(|len| "e".repeat(len))
+            .collect();
+        let mut cases = Vec::new();
+        for name in &names {
+            let mut with_ids = sample(payload, None);
+            with_ids.entity = name;
+            let mut plain = with_ids;
+            plain.correlation_id = None;
+            plain.causation_id = None;
+            cases.extend([with_ids, plain]);
+        }
+        for fields in cases {
             let previous = chain_hash(None, &fields, &digest);
             assert_eq!(
                 chain_hash(None, &fields, &digest),
