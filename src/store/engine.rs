@@ -929,6 +929,13 @@ impl Inner {
         };
         let (file, segment, from, to) = job;
         let written = write_zeros(file.as_ref(), from, to, None);
+        if written.is_ok() {
+            // Start the zeros on their way to the device now: the sync that
+            // carries them (and the new file length) is one appenders may
+            // wait for, and it took about twice as long as any other while
+            // it also had to write them (W1: 400-700 µs against 200-270).
+            file.start_writeback(from, to - from);
+        }
         if let Err(error) = &written {
             tracing::warn!(%error, segment, "could not preallocate ahead of the log");
         }
