@@ -592,3 +592,44 @@ fn a_reactor_sets_causal_links_stops_cleanly_and_leaves_close_reachable() {
     }
     Arc::try_unwrap(store).unwrap().close().unwrap();
 }
+
+/// Every append wakes a thread blocked in `wait_for_new_events` at once. In
+/// a ping-pong of 2,000 appends (every tenth durable, so the sync thread
+/// publishes it), each append waits until the waiter has seen the one
+/// before, so a lost wake-up would leave the waiter asleep for its whole
+/// timeout; none does. The waiter is sometimes already asleep when the
+/// append lands and sometimes not yet, so both orders are covered.
+#[test]
+fn every_append_wakes_a_waiter_for_new_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_relaxed(dir.path());
+    let rounds = 2_000u64;
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<u64>();
+    std::thread::scope(|scope| {
+        let store = &store;
+        scope.spawn(move || {
+            for known in 0..rounds {
+                let started = Instant::now();
+                let visible = store.wait_for_new_events(known, PATIENCE);
+                assert!(
+                    started.elapsed() < PATIENCE / 2,
+                    "the wake-up for event {known} was lost"
+                );
+                assert!(visible > known, "woke with {visible} visible, knew {known}");
+                seen_tx.send(visible).expect("send");
+            }
+        });
+        for i in 0..rounds {
+            let options = if i % 10 == 9 {
+                AppendOptions::new().durable()
+            } else {
+                AppendOptions::new()
+            };
+            store
+                .append_with_options(&coord("ping"), NOISE, &json!({ "i": i }), options)
+                .expect("append");
+            let seen = seen_rx.recv_timeout(PATIENCE).expect("the waiter saw it");
+            assert_eq!(seen, i + 1);
+        }
+    });
+}

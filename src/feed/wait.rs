@@ -21,8 +21,9 @@ pub(crate) fn wait_for_more(
     interrupt: Option<&AtomicBool>,
 ) -> bool {
     let mut guard = inner.publish.lock();
+    let _waiting = inner.wait_for_new();
     loop {
-        if inner.visible.load(Ordering::Acquire) > known || inner.closed.load(Ordering::Acquire) {
+        if inner.visible.load(Ordering::SeqCst) > known || inner.closed.load(Ordering::Acquire) {
             return true;
         }
         if interrupt.is_some_and(|flag| flag.load(Ordering::Acquire)) {

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -204,9 +204,13 @@ pub(crate) struct Inner {
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<SegmentReader>>>,
     /// Packed (segment, offset): every frame before it is in the OS.
     pub(crate) flushed: AtomicU64,
+    /// Taken by waiters for new events (and by whoever wakes them), so a
+    /// wake-up cannot fall between a waiter's check and its sleep.
     pub(crate) publish: Mutex<()>,
     pub(crate) published: Condvar,
-    /// Mirror of the index's visible bound, changed under `publish`.
+    /// Threads waiting on `published` (see [`Inner::publish`]).
+    pub(crate) publish_waiters: AtomicUsize,
+    /// Mirror of the index's visible bound, changed by [`Inner::publish`].
     pub(crate) visible: AtomicU64,
     pub(crate) open_report: OpenReport,
     pub(crate) lock_file: Mutex<Option<File>>,
@@ -267,6 +271,15 @@ struct Planned<'a> {
     fields: FrameFields<'a>,
     hash: Option<EventHash>,
     entity_id: Option<u32>,
+}
+
+/// A thread counted in `Inner::publish_waiters`; uncounts it on drop.
+pub(crate) struct NewEventsWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for NewEventsWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Who waits in [`Inner::sync_through_as`].
@@ -664,6 +677,7 @@ impl Inner {
         self.publish(visible);
         if !must_sync
             && unsynced * 2 >= cadence
+            && !self.sync_requested.load(Ordering::Acquire)
             && !self.sync_requested.swap(true, Ordering::AcqRel)
         {
             let _stop = self.flusher_stop.lock();
@@ -1126,14 +1140,28 @@ impl Inner {
         self.publish(visible);
     }
 
+    /// Moves the visible bound and wakes the waiters for new events, if any.
+    ///
+    /// Publishers hold the writer lock, so they take turns. A waiter counts
+    /// itself in `publish_waiters` under the publish lock before it looks at
+    /// `visible` ([`Inner::wait_for_new`]); both sides use `SeqCst`, so either
+    /// the waiter sees the new bound or this sees the waiter and wakes it
+    /// under the lock. With no one waiting (every append of a store without
+    /// followers) the lock is not taken.
     pub(crate) fn publish(&self, visible: u64) {
-        let previous = {
+        let previous = self.visible.swap(visible, Ordering::SeqCst);
+        if visible != previous && self.publish_waiters.load(Ordering::SeqCst) > 0 {
             let _guard = self.publish.lock();
-            self.visible.swap(visible, Ordering::AcqRel)
-        };
-        if visible != previous {
             self.published.notify_all();
         }
+    }
+
+    /// Counts the calling thread among the waiters for new events until the
+    /// returned guard drops. Call with the publish lock held, before the
+    /// first look at `visible` (see [`Inner::publish`]).
+    pub(crate) fn wait_for_new(&self) -> NewEventsWaiter<'_> {
+        self.publish_waiters.fetch_add(1, Ordering::SeqCst);
+        NewEventsWaiter(&self.publish_waiters)
     }
 
     /// Seals the active segment (syncing it) and starts the next one.
@@ -1262,8 +1290,9 @@ impl Inner {
     pub(crate) fn wait_for_visible(&self, known: u64, timeout: Duration) -> u64 {
         let deadline = std::time::Instant::now() + timeout;
         let mut guard = self.publish.lock();
+        let _waiting = self.wait_for_new();
         loop {
-            let visible = self.visible.load(Ordering::Acquire);
+            let visible = self.visible.load(Ordering::SeqCst);
             if visible > known || self.closed.load(Ordering::Acquire) {
                 return visible;
             }

@@ -195,7 +195,12 @@ impl Store {
         payload: &impl Serialize,
         options: AppendOptions,
     ) -> Result<AppendReceipt, StoreError> {
-        self.submit(coordinate, kind, payload, options)?.wait()
+        // `submit` and `wait` without the ticket (and its handle on the store).
+        let accepted = self.accept(coordinate, kind, payload, &options)?;
+        if let Some(through) = accepted.sync_through {
+            self.inner.sync_through_appender(through)?;
+        }
+        Ok(accepted.receipts[0])
     }
 
     /// Orders an append and returns a ticket without waiting for the sync
@@ -209,15 +214,25 @@ impl Store {
         payload: &impl Serialize,
         options: AppendOptions,
     ) -> Result<AppendTicket, StoreError> {
+        let accepted = self.accept(coordinate, kind, payload, &options)?;
+        Ok(self.ticket(accepted))
+    }
+
+    /// Encodes and orders one append; the durability wait is the caller's.
+    fn accept(
+        &self,
+        coordinate: &Coordinate,
+        kind: EventKind,
+        payload: &impl Serialize,
+        options: &AppendOptions,
+    ) -> Result<Accepted, StoreError> {
         if kind.is_reserved() {
             return Err(StoreError::ReservedKind { kind });
         }
-        let accepted =
-            codec::with_encoded(payload, self.inner.config.payload_max_bytes, |bytes| {
-                self.inner
-                    .append_one(coordinate, kind, bytes, &options, false)
-            })?;
-        Ok(self.ticket(accepted))
+        codec::with_encoded(payload, self.inner.config.payload_max_bytes, |bytes| {
+            self.inner
+                .append_one(coordinate, kind, bytes, options, false)
+        })
     }
 
     fn ticket(&self, accepted: Accepted) -> AppendTicket {

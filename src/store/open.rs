@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -160,6 +160,7 @@ pub(crate) fn open(
         flushed: AtomicU64::new(flushed),
         publish: Mutex::new(()),
         published: Condvar::new(),
+        publish_waiters: AtomicUsize::new(0),
         visible: AtomicU64::new(next_sequence),
         open_report: report,
         lock_file: Mutex::new(lock_file),
