@@ -947,7 +947,7 @@ impl Inner {
             // Start the zeros on their way to the device now: the sync that
             // carries them (and the new file length) is one appenders may
             // wait for, and it took about twice as long as any other while
-            // it also had to write them (W1: 400-700 µs against 200-270).
+            // it also had to write them (W1: 500-700 µs against 210-280).
             file.start_writeback(from, to - from);
         }
         if let Err(error) = &written {

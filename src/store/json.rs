@@ -671,8 +671,9 @@ mod tests {
     }
 
     /// The whole-string check never calls a string clean that holds a byte
-    /// needing an escape, whatever its length and position (the padded and
-    /// overlapping last words included), and plain text takes the fast path.
+    /// needing an escape, whatever its length and position (strings shorter
+    /// than a word and the overlapping last word included), and plain text
+    /// takes the fast path.
     #[test]
     fn all_clean_misses_no_escape_at_any_length_or_position() {
         for len in 0..=33 {
