@@ -982,6 +982,15 @@ impl Inner {
         self.sync_through_as(through, Waiter::Appender)
     }
 
+    /// The appender's side of an accepted unit: waits for the sync it needs,
+    /// if any (`Accepted::sync_through`), before its receipts may go out.
+    pub(crate) fn await_sync(&self, sync_through: Option<u64>) -> Result<(), StoreError> {
+        match sync_through {
+            Some(through) => self.sync_through_appender(through),
+            None => Ok(()),
+        }
+    }
+
     fn sync_through_as(&self, through: u64, waiter: Waiter) -> Result<(), StoreError> {
         let appender = waiter == Waiter::Appender;
         let mut state = self.sync.lock();

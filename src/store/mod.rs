@@ -95,9 +95,7 @@ impl AppendTicket {
     /// rules and returns its receipt. If the covering sync failed, the event
     /// is not in the store and this returns the error.
     pub fn wait(self) -> Result<AppendReceipt, StoreError> {
-        if let Some(through) = self.sync_through {
-            self.inner.sync_through_appender(through)?;
-        }
+        self.inner.await_sync(self.sync_through)?;
         Ok(self.receipt)
     }
 }
@@ -197,9 +195,7 @@ impl Store {
     ) -> Result<AppendReceipt, StoreError> {
         // `submit` and `wait` without the ticket (and its handle on the store).
         let accepted = self.accept(coordinate, kind, payload, &options)?;
-        if let Some(through) = accepted.sync_through {
-            self.inner.sync_through_appender(through)?;
-        }
+        self.inner.await_sync(accepted.sync_through)?;
         Ok(accepted.receipts[0])
     }
 
@@ -260,9 +256,7 @@ impl Store {
         allow_reserved: bool,
     ) -> Result<Vec<AppendReceipt>, StoreError> {
         let accepted = self.inner.append_batch(batch, allow_reserved)?;
-        if let Some(through) = accepted.sync_through {
-            self.inner.sync_through_appender(through)?;
-        }
+        self.inner.await_sync(accepted.sync_through)?;
         Ok(accepted.receipts.into_vec())
     }
 
