@@ -21,7 +21,7 @@ pub(crate) fn wait_for_more(
     interrupt: Option<&AtomicBool>,
 ) -> bool {
     let mut guard = inner.publish.lock();
-    let _waiting = inner.wait_for_new();
+    let _waiting = inner.count_new_events_waiter();
     loop {
         if inner.visible.load(Ordering::SeqCst) > known || inner.closed.load(Ordering::Acquire) {
             return true;

@@ -1153,7 +1153,7 @@ impl Inner {
     ///
     /// Publishers hold the writer lock, so they take turns. A waiter counts
     /// itself in `publish_waiters` under the publish lock before it looks at
-    /// `visible` ([`Inner::wait_for_new`]); both sides use `SeqCst`, so either
+    /// `visible` ([`Inner::count_new_events_waiter`]); both sides use `SeqCst`, so either
     /// the waiter sees the new bound or this sees the waiter and wakes it
     /// under the lock. With no one waiting (every append of a store without
     /// followers) the lock is not taken.
@@ -1168,7 +1168,7 @@ impl Inner {
     /// Counts the calling thread among the waiters for new events until the
     /// returned guard drops. Call with the publish lock held, before the
     /// first look at `visible` (see [`Inner::publish`]).
-    pub(crate) fn wait_for_new(&self) -> NewEventsWaiter<'_> {
+    pub(crate) fn count_new_events_waiter(&self) -> NewEventsWaiter<'_> {
         self.publish_waiters.fetch_add(1, Ordering::SeqCst);
         NewEventsWaiter(&self.publish_waiters)
     }
@@ -1299,7 +1299,7 @@ impl Inner {
     pub(crate) fn wait_for_visible(&self, known: u64, timeout: Duration) -> u64 {
         let deadline = std::time::Instant::now() + timeout;
         let mut guard = self.publish.lock();
-        let _waiting = self.wait_for_new();
+        let _waiting = self.count_new_events_waiter();
         loop {
             let visible = self.visible.load(Ordering::SeqCst);
             if visible > known || self.closed.load(Ordering::Acquire) {
