@@ -366,7 +366,8 @@ fn durability_cadence_and_explicit_sync() {
         store.append(&coord("a"), MOVED, &i).unwrap();
         assert!(store.stats().unsynced_events <= 9);
     }
-    // Event 14 made ten unsynced (5..=14), so its append waited for 5.
+    // Event 14 made ten unsynced (5..=14), so its append returned only once
+    // event 5 was durable.
     assert!(store.durable_sequence() >= Some(5));
     // Relaxed appends are readable at once.
     let r = store.append(&coord("b"), MOVED, &"fresh").unwrap();

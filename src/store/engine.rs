@@ -1396,10 +1396,9 @@ impl Inner {
     /// Whether the events appended during the last sync already make a
     /// quarter of the cadence: the appenders are outpacing the syncs, so
     /// the background thread syncs again at once rather than sleeping until
-    /// the request at half the cadence. Waking a sleeping thread can take
-    /// hundreds of microseconds on a virtual machine, and the appender that
-    /// reaches the cadence waits for whatever of that and of the sync has
-    /// not passed yet.
+    /// the request at half the cadence and its wake-up, while the appender
+    /// runs on towards the cadence, where it waits for whatever of the next
+    /// sync has not passed yet (see ARCHITECTURE.md, the write path).
     fn falling_behind(&self) -> bool {
         let written = self.index.read().next_sequence();
         let unsynced = written.saturating_sub(self.durable_next.load(Ordering::Acquire));
