@@ -1363,12 +1363,17 @@ impl Inner {
             .name("batpak-sync".into())
             .spawn(move || loop {
                 let Some(inner) = weak.upgrade() else { return };
+                // Read before the stop lock, which the appender that asks for
+                // a sync takes while it holds the writer lock: the index lock
+                // is not taken under it. A request made after this still
+                // wakes the thread (it is checked under the lock).
+                let behind = inner.falling_behind();
                 {
                     let mut stop = inner.flusher_stop.lock();
                     if *stop {
                         return;
                     }
-                    if !inner.sync_requested.load(Ordering::Acquire) && !inner.falling_behind() {
+                    if !inner.sync_requested.load(Ordering::Acquire) && !behind {
                         inner.flusher_wake.wait_for(&mut stop, interval);
                     }
                     if *stop {
