@@ -170,9 +170,9 @@ struct BuiltRecord {
 #[derive(Debug)]
 pub(crate) struct ImageBuilder {
     segment: SegmentIdentity,
-    entity_ids: HashMap<Box<str>, u32>,
+    entity_ids: HashMap<Box<str>, u32, super::FastHash>,
     entities: Vec<(Box<str>, Option<EventHash>)>,
-    scope_ids: HashMap<Box<str>, u32>,
+    scope_ids: HashMap<Box<str>, u32, super::FastHash>,
     scopes: Vec<Box<str>>,
     records: Vec<BuiltRecord>,
     next_sequence: u64,
@@ -191,9 +191,9 @@ impl ImageBuilder {
     pub(crate) fn new(segment: SegmentIdentity, watermark: u64) -> Self {
         ImageBuilder {
             segment,
-            entity_ids: HashMap::new(),
+            entity_ids: HashMap::default(),
             entities: Vec::new(),
-            scope_ids: HashMap::new(),
+            scope_ids: HashMap::default(),
             scopes: Vec::new(),
             records: Vec::new(),
             next_sequence: segment.first_sequence,
@@ -353,7 +353,7 @@ impl ImageBuilder {
         }
         let events = self.records.len();
         // Kinds, per-entity base clocks and counts, and every exception.
-        let mut kind_ids: HashMap<u16, u32> = HashMap::new();
+        let mut kind_ids: HashMap<u16, u32, super::FastHash> = HashMap::default();
         let mut kinds: Vec<u16> = Vec::new();
         let mut entity_state: Vec<(Option<u32>, u32, u32)> =
             vec![(None, 0, 0); self.entities.len()];

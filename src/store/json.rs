@@ -3,7 +3,7 @@
 //! payloads (structs of strings and numbers).
 //!
 //! serde_json escapes strings one byte at a time and reaches its writer
-//! through a call per fragment; this encoder checks eight bytes at a time
+//! through a call per fragment; this encoder checks sixteen bytes at a time
 //! and copies clean runs whole. It covers the data model serde's derives
 //! produce. Anything it does not handle exactly as serde_json does (floats
 //! as map keys, serde_json's private raw-value and number tokens, an error
@@ -99,23 +99,40 @@ fn word(chunk: &[u8]) -> u64 {
     ])
 }
 
+/// True if any of the sixteen bytes needs an escape. A fold with no early
+/// exit, so the compiler makes it a handful of vector instructions.
+#[inline]
+fn block_needs_escape(block: &[u8; 16]) -> bool {
+    block.iter().fold(false, |dirty, &byte| {
+        dirty | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+    })
+}
+
 /// True if no byte of `bytes` needs an escape (false may be a false alarm,
-/// which only sends the string down the byte-by-byte path). The last
-/// partial word is checked as the final eight bytes, overlapping the word
-/// before; strings shorter than a word are looked up byte by byte.
+/// which only sends the string down the byte-by-byte path). Long strings
+/// are checked sixteen bytes at a time, the last partial block as the final
+/// sixteen bytes, overlapping the block before; strings of eight to sixteen
+/// bytes as two words that may overlap; shorter ones byte by byte.
 #[inline]
 fn all_clean(bytes: &[u8]) -> bool {
     if bytes.len() < 8 {
         return bytes.iter().all(|&byte| ESCAPE[usize::from(byte)] == 0);
     }
-    let chunks = bytes.chunks_exact(8);
-    let partial = !chunks.remainder().is_empty();
-    for chunk in chunks {
-        if may_need_escape(word(chunk)) {
-            return false;
-        }
+    if bytes.len() <= 16 {
+        return !may_need_escape(word(&bytes[..8]))
+            && !may_need_escape(word(&bytes[bytes.len() - 8..]));
     }
-    !partial || !may_need_escape(word(&bytes[bytes.len() - 8..]))
+    let blocks = bytes.chunks_exact(16);
+    let partial = !blocks.remainder().is_empty();
+    let mut dirty = false;
+    for block in blocks {
+        dirty |= block_needs_escape(block.try_into().expect("sixteen bytes"));
+    }
+    if partial {
+        let last = &bytes[bytes.len() - 16..];
+        dirty |= block_needs_escape(last.try_into().expect("sixteen bytes"));
+    }
+    !dirty
 }
 
 /// Length of the leading run of `bytes` that needs no escape.
@@ -158,20 +175,28 @@ impl Encoder<'_> {
         Ok(())
     }
 
-    /// A JSON string: quoted, escaped as serde_json escapes. Clean runs
-    /// are found eight bytes at a time and copied whole.
+    /// A JSON string: quoted, escaped as serde_json escapes. Clean strings,
+    /// the common case, are checked sixteen bytes at a time and copied whole.
+    #[inline]
     fn string(&mut self, text: &str) -> Result {
-        let mut rest = text.as_bytes();
+        let bytes = text.as_bytes();
         // Escapes only add bytes: a string that cannot fit fails at once.
-        self.room(rest.len() + 2)?;
-        if all_clean(rest) {
-            // The common case: nothing to escape, one copy.
-            self.out.reserve(rest.len() + 2);
-            self.out.push(b'"');
-            self.out.extend_from_slice(rest);
-            self.out.push(b'"');
-            return Ok(());
+        self.room(bytes.len() + 2)?;
+        if !all_clean(bytes) {
+            return self.escaped_string(bytes);
         }
+        self.out.reserve(bytes.len() + 2);
+        self.out.push(b'"');
+        self.out.extend_from_slice(bytes);
+        self.out.push(b'"');
+        Ok(())
+    }
+
+    /// A string with something to escape: clean runs are copied whole,
+    /// the bytes between them escaped one by one.
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, mut rest: &[u8]) -> Result {
         self.out.push(b'"');
         loop {
             let clean = clean_prefix(rest);
@@ -672,11 +697,11 @@ mod tests {
 
     /// The whole-string check never calls a string clean that holds a byte
     /// needing an escape, whatever its length and position (strings shorter
-    /// than a word and the overlapping last word included), and plain text
-    /// takes the fast path.
+    /// than a word, the two words of a short string and the overlapping last
+    /// block of a long one included), and plain text takes the fast path.
     #[test]
     fn all_clean_misses_no_escape_at_any_length_or_position() {
-        for len in 0..=33 {
+        for len in 0..=50 {
             let plain: Vec<u8> = (0..len).map(|i| b"aZ09 ~.-"[i % 8]).collect();
             assert!(super::all_clean(&plain), "plain text of {len} bytes");
             for at in 0..len {
