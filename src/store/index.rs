@@ -170,6 +170,10 @@ pub(crate) struct Index {
     entity_lookup: HashMap<Arc<str>, u32, FastHash>,
     scopes: Vec<Arc<str>>,
     scope_by_name: HashMap<Arc<str>, u32, FastHash>,
+    /// The scope the write path interned last: stores use one scope or a
+    /// few, so this usually saves hashing the name. Only a hint, checked
+    /// against `scopes` (whose names are unique) before use.
+    last_scope: u32,
     idempotency: HashMap<Box<[u8]>, IdempotentUnit>,
     /// correlation id -> events that named it explicitly.
     correlated: HashMap<EventId, Vec<u64>>,
@@ -355,13 +359,22 @@ impl Index {
 
     /// The id of scope `name`, registering it if new.
     pub(crate) fn intern_scope(&mut self, name: &str) -> Result<u32, String> {
+        if self
+            .scopes
+            .get(self.last_scope as usize)
+            .is_some_and(|last| **last == *name)
+        {
+            return Ok(self.last_scope);
+        }
         if let Some(&id) = self.scope_by_name.get(name) {
+            self.last_scope = id;
             return Ok(id);
         }
         let name: Arc<str> = Arc::from(name);
         let id = u32::try_from(self.scopes.len()).map_err(|_| "too many scopes".to_string())?;
         self.scopes.push(name.clone());
         self.scope_by_name.insert(name, id);
+        self.last_scope = id;
         Ok(id)
     }
 

@@ -441,10 +441,29 @@ impl Compound<'_, '_> {
         value.serialize(&mut *self.encoder)
     }
 
+    /// A named field: `"key":value`. Keys with nothing to escape (nearly
+    /// all) are written with their separator and quotes in one go.
     fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result {
-        self.separate()?;
-        self.encoder.string(key)?;
-        self.encoder.byte(b':')?;
+        if !all_clean(key.as_bytes()) {
+            self.separate()?;
+            self.encoder.string(key)?;
+            self.encoder.byte(b':')?;
+            return value.serialize(&mut *self.encoder);
+        }
+        let key = key.as_bytes();
+        // `,"key":`, without the comma before the first field.
+        let length = key.len() + 3 + usize::from(!self.first);
+        self.encoder.room(length)?;
+        let out = &mut *self.encoder.out;
+        out.reserve(length);
+        if self.first {
+            self.first = false;
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(b",\"");
+        }
+        out.extend_from_slice(key);
+        out.extend_from_slice(b"\":");
         value.serialize(&mut *self.encoder)
     }
 
@@ -774,6 +793,40 @@ mod tests {
                 }
             }
         }
+
+        /// Struct fields (keys written with their separator and quotes in
+        /// one go, or escaped when they must be) come out as serde_json
+        /// writes them, and the limit stays exact at every length.
+        #[test]
+        fn struct_fields_and_their_limit(note in text(), amount in any::<u64>(), flag in any::<bool>()) {
+            let value = Fields { note: note.clone(), amount, odd: flag, nested: Inner { note } };
+            same(&value);
+            let full = serde_json::to_vec(&value).unwrap();
+            for max in full.len().saturating_sub(40)..=full.len() + 1 {
+                let result = encode_payload(&value, max as u32);
+                if full.len() <= max {
+                    prop_assert_eq!(result.unwrap(), full.clone());
+                } else {
+                    let refused = matches!(result, Err(StoreError::PayloadTooLarge { .. }));
+                    prop_assert!(refused, "limit {} for {} bytes", max, full.len());
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Serialize)]
+    struct Fields {
+        note: String,
+        amount: u64,
+        #[serde(rename = "a \"quoted\"\tkey")]
+        odd: bool,
+        nested: Inner,
+    }
+
+    #[derive(Debug, Serialize)]
+    struct Inner {
+        #[serde(rename = "")]
+        note: String,
     }
 
     #[derive(Debug, Serialize)]
