@@ -377,6 +377,51 @@ fn durability_cadence_and_explicit_sync() {
     );
 }
 
+/// `stats()` counts the syncs that made events durable and the appends
+/// whose callers had to wait for one.
+#[test]
+fn stats_count_syncs_and_the_appends_that_waited_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let fresh = store.stats();
+    assert_eq!((fresh.syncs, fresh.sync_waits), (0, 0));
+    assert_eq!(fresh.sync_wait_time, std::time::Duration::ZERO);
+    // Durable appends from one thread: each waits for its own sync.
+    for i in 0..5 {
+        store.append(&coord("a"), MOVED, &i).unwrap();
+    }
+    let durable = store.stats();
+    assert_eq!(durable.sync_waits, 5);
+    assert_eq!(durable.syncs, 5);
+    assert!(durable.sync_time > std::time::Duration::ZERO);
+    assert!(durable.sync_wait_time >= durable.sync_time / 2);
+    store.close().unwrap();
+
+    // Relaxed appends below the cadence never wait; `Store::sync` is a sync
+    // but no append waited for it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        StoreConfig::new(dir.path())
+            .with_sync_every_n_events(1_000)
+            .with_sync_interval(std::time::Duration::from_secs(3600)),
+    )
+    .unwrap();
+    for i in 0..100 {
+        store.append(&coord("a"), MOVED, &i).unwrap();
+    }
+    store.sync().unwrap();
+    let relaxed = store.stats();
+    assert_eq!(relaxed.sync_waits, 0);
+    assert_eq!(relaxed.sync_wait_time, std::time::Duration::ZERO);
+    assert_eq!(relaxed.syncs, 1);
+    // An append that asks for durability waits like any durable one.
+    store
+        .append_with_options(&coord("a"), MOVED, &"now", AppendOptions::new().durable())
+        .unwrap();
+    let after = store.stats();
+    assert_eq!((after.syncs, after.sync_waits), (2, 1));
+}
+
 #[test]
 fn the_sync_interval_bounds_how_long_an_event_stays_unsynced() {
     let dir = tempfile::tempdir().unwrap();

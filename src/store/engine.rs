@@ -236,6 +236,8 @@ pub(crate) struct Inner {
     pub(crate) round: RoundSignal,
     /// Mirror of `SyncState::durable_next` for lock-free reads.
     pub(crate) durable_next: AtomicU64,
+    /// Syncs of the log and appenders' waits for them (for `stats()`).
+    pub(crate) sync_counters: SyncCounters,
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<SegmentReader>>>,
     /// Packed (segment, offset): every frame before it is in the OS.
     pub(crate) flushed: AtomicU64,
@@ -267,6 +269,42 @@ pub(crate) struct Inner {
     /// even when a sync leader writes without the writer lock (lock order:
     /// `writer` → `flushing`; see [`Inner::flush_unlocked`]).
     pub(crate) flushing: Mutex<Flushing>,
+}
+
+/// How often the log was synced and appenders waited for it, since open.
+#[derive(Debug, Default)]
+pub(crate) struct SyncCounters {
+    syncs: AtomicU64,
+    sync_nanos: AtomicU64,
+    waits: AtomicU64,
+    wait_nanos: AtomicU64,
+}
+
+impl SyncCounters {
+    fn record_sync(&self, took: Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos.fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    fn record_wait(&self, took: Duration) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.wait_nanos.fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    /// (syncs, time in them, waits, time waited).
+    pub(crate) fn snapshot(&self) -> (u64, Duration, u64, Duration) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        (
+            load(&self.syncs),
+            Duration::from_nanos(load(&self.sync_nanos)),
+            load(&self.waits),
+            Duration::from_nanos(load(&self.wait_nanos)),
+        )
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The write in flight to the active segment.
@@ -1019,11 +1057,18 @@ impl Inner {
 
     /// The appender's side of an accepted unit: waits for the sync it needs,
     /// if any (`Accepted::sync_through`), before its receipts may go out.
+    /// Counted in `stats()` when it has to wait.
     pub(crate) fn await_sync(&self, sync_through: Option<u64>) -> Result<(), StoreError> {
-        match sync_through {
-            Some(through) => self.sync_through_appender(through),
-            None => Ok(()),
+        let Some(through) = sync_through else {
+            return Ok(());
+        };
+        if self.durable_next.load(Ordering::Acquire) >= through {
+            return Ok(());
         }
+        let started = std::time::Instant::now();
+        let outcome = self.sync_through_appender(through);
+        self.sync_counters.record_wait(started.elapsed());
+        outcome
     }
 
     fn sync_through_as(&self, through: u64, waiter: Waiter) -> Result<(), StoreError> {
@@ -1129,11 +1174,8 @@ impl Inner {
         };
         let started = std::time::Instant::now();
         let synced = file.sync(self.config.sync_mode);
-        tracing::trace!(
-            through,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "group sync"
-        );
+        let took = started.elapsed();
+        tracing::trace!(through, elapsed_us = took.as_micros() as u64, "group sync");
         let mut writer = self.writer.lock();
         if let Some(reason) = &writer.poisoned {
             return Err(reason.clone());
@@ -1147,6 +1189,7 @@ impl Inner {
                 // appenders are about to be told are).
                 self.record_durable(&mut self.sync.lock(), through);
                 self.complete_durable(&mut writer, through);
+                self.sync_counters.record_sync(took);
                 Ok(())
             }
             Err(source) => {
@@ -1223,11 +1266,13 @@ impl Inner {
         } else {
             Ok(())
         };
+        let started = std::time::Instant::now();
         if let Err(source) = trimmed.and_then(|()| active.file.sync(self.config.sync_mode)) {
             let error = StoreError::io("sync", old_path, source);
             self.fail(writer, error.to_string());
             return Err(error);
         }
+        self.sync_counters.record_sync(started.elapsed());
         let through = self.index.read().next_sequence();
         {
             let mut state = self.sync.lock();

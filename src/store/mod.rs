@@ -565,6 +565,7 @@ impl Store {
             })
             .sum();
         let durable_next = self.inner.durable_next.load(Ordering::Acquire);
+        let (syncs, sync_time, sync_waits, sync_wait_time) = self.inner.sync_counters.snapshot();
         StoreStats {
             events,
             removed_events,
@@ -575,6 +576,10 @@ impl Store {
             durable_sequence: durable_next.checked_sub(1),
             unsynced_events: next_sequence.saturating_sub(durable_next),
             writer_queue_depth: self.inner.sync.lock().waiters(),
+            syncs,
+            sync_time,
+            sync_waits,
+            sync_wait_time,
             index_memory_bytes,
             poisoned,
             open_report: self.inner.open_report.clone(),

@@ -156,6 +156,7 @@ pub(crate) fn open(
         extension_done: Condvar::new(),
         flushing: Mutex::new(Flushing::default()),
         durable_next: AtomicU64::new(next_sequence),
+        sync_counters: Default::default(),
         segments: RwLock::new(readers),
         flushed: AtomicU64::new(flushed),
         publish: Mutex::new(()),

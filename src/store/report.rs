@@ -87,6 +87,18 @@ pub struct StoreStats {
     pub unsynced_events: u64,
     /// Appenders waiting for a sync.
     pub writer_queue_depth: u64,
+    /// Syncs that made appended events durable since open: group commits
+    /// (one covers every appender waiting for it) and the sync that seals a
+    /// full segment.
+    pub syncs: u64,
+    /// Time spent in those syncs, in total.
+    pub sync_time: std::time::Duration,
+    /// Appends (and batches and tickets) since open whose caller waited for
+    /// a sync before its receipts: durable ones whose sync was not done yet,
+    /// and relaxed ones that reached the `sync_every_n_events` bound.
+    pub sync_waits: u64,
+    /// Time those callers spent waiting, in total.
+    pub sync_wait_time: std::time::Duration,
     /// Approximate bytes of memory held by the index.
     pub index_memory_bytes: u64,
     /// True if an earlier failure stopped writes.

@@ -39,6 +39,9 @@ fn marker_after_receipt() {
     }
 }
 
+/// The extra of a sample: milliseconds its appenders waited for syncs.
+pub const SYNC_WAIT_MS: &str = "sync_wait_ms";
+
 /// Largest batch used to build the big store.
 const BUILD_BATCH_ITEMS: usize = 10_000;
 
@@ -180,6 +183,10 @@ fn finish(
     not_durable: Option<u64>,
 ) -> BenchResult<Sample> {
     let peak_rss_bytes = peak_rss_bytes();
+    // The syncs of the measured part (open's own sync is not counted) and
+    // the time appenders spent waiting for them: the share of the wall time
+    // that the disk, not the CPU, decided.
+    let stats = store.stats();
     let _closed = store.close()?;
     let (p50_us, p99_us) = latencies.p50_p99_us().unzip();
     let mut sample = Sample {
@@ -195,6 +202,11 @@ fn finish(
             .extra
             .insert("not_durable_receipts".into(), count as f64);
     }
+    sample.extra.insert("syncs".into(), stats.syncs as f64);
+    sample.extra.insert(
+        SYNC_WAIT_MS.into(),
+        stats.sync_wait_time.as_secs_f64() * 1e3,
+    );
     Ok(sample)
 }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::measure::median;
 use crate::report::Row;
 
 /// Whether a budget was met.
@@ -105,6 +106,47 @@ impl Rows<'_> {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// Numbers that explain a budget without being one: W1/P2 with the time
+/// W1's appender waited for syncs taken out (per repetition, then the
+/// median), which shows how much of W1's distance to P2 was the disk
+/// holding the appender at the `sync_every_n_events` bound rather than CPU.
+pub fn diagnostics(rows: &[Row]) -> Vec<String> {
+    let rows = Rows(rows);
+    let mut lines = Vec::new();
+    let w1_without_waits = (|| {
+        let w1 = rows.get("batpak", "W1")?;
+        let rates: Vec<f64> = w1
+            .samples
+            .iter()
+            .filter_map(|sample| {
+                let waited = sample.extra.get(crate::batpak_engine::SYNC_WAIT_MS)? / 1e3;
+                let busy = sample.seconds - waited;
+                (busy > 0.0).then(|| w1.n as f64 / busy)
+            })
+            .collect();
+        let waited: Vec<f64> = w1
+            .samples
+            .iter()
+            .filter_map(|sample| {
+                sample
+                    .extra
+                    .get(crate::batpak_engine::SYNC_WAIT_MS)
+                    .copied()
+            })
+            .collect();
+        if rates.is_empty() {
+            return None;
+        }
+        Some((median(&rates) / rows.rate("raw", "P2")?, median(&waited)))
+    })();
+    if let Some((ratio, waited_ms)) = w1_without_waits {
+        lines.push(format!(
+            "W1/P2 without W1's waits for syncs (median {waited_ms:.1} ms per repetition): {ratio:.3}"
+        ));
+    }
+    lines
+}
 
 /// Judges every budget of TARGETS.md against the rows of one run.
 pub fn evaluate(rows: &[Row]) -> Vec<BudgetLine> {
@@ -248,6 +290,33 @@ mod tests {
             }],
             vec![],
         )
+    }
+
+    /// The W1/P2 diagnostic takes each repetition's sync waits out of its
+    /// time before the median.
+    #[test]
+    fn w1_without_its_sync_waits() {
+        let w1 = |seconds: f64, waited_ms: f64| Sample {
+            seconds,
+            extra: [(crate::batpak_engine::SYNC_WAIT_MS.to_string(), waited_ms)].into(),
+            ..Sample::default()
+        };
+        let rows = vec![
+            Row::aggregate(
+                "batpak",
+                "W1",
+                100_000,
+                vec![w1(0.2, 100.0), w1(0.3, 250.0), w1(0.1, 0.0)],
+                vec![],
+            ),
+            row("raw", "P2", 1_000_000, 1.0),
+        ];
+        // Busy times 0.1, 0.05 and 0.1 s: the median rate is 1M/s, P2's too.
+        assert_eq!(
+            diagnostics(&rows),
+            vec!["W1/P2 without W1's waits for syncs (median 100.0 ms per repetition): 1.000"]
+        );
+        assert!(diagnostics(&rows[1..]).is_empty(), "no W1 row, no line");
     }
 
     #[test]

@@ -188,6 +188,14 @@ fn run(args: Args) -> BenchResult<ExitCode> {
     for line in &budget_lines {
         println!("{}", line.line());
     }
+    let diagnostics = budgets::diagnostics(&rows);
+    if !diagnostics.is_empty() {
+        println!();
+        println!("diagnostics (not budgets)");
+        for line in &diagnostics {
+            println!("{line}");
+        }
+    }
     let missed: Vec<String> = budget_lines
         .iter()
         .filter(|l| l.status == Status::Missed)

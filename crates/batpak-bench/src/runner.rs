@@ -165,8 +165,12 @@ impl Collector {
         let row = &mut self.rows[index];
         match result {
             Ok(sample) => {
+                let waited = match sample.extra.get(batpak_engine::SYNC_WAIT_MS) {
+                    Some(ms) => format!("  (waited {ms:.1}ms for syncs)"),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "  {engine:<7} {workload:<9} rep {}: {}",
+                    "  {engine:<7} {workload:<9} rep {}: {}{waited}",
                     row.samples.len() + row.errors.len() + 1,
                     crate::report::duration(sample.seconds)
                 );
