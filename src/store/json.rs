@@ -193,7 +193,8 @@ impl Encoder<'_> {
     }
 
     /// A string with something to escape: clean runs are copied whole,
-    /// the bytes between them escaped one by one.
+    /// the bytes between them escaped one by one. The caller checked that
+    /// the string and its quotes fit.
     #[cold]
     #[inline(never)]
     fn escaped_string(&mut self, mut rest: &[u8]) -> Result {
