@@ -202,14 +202,17 @@ fn finish(
             .extra
             .insert("not_durable_receipts".into(), count as f64);
     }
-    sample.extra.insert("syncs".into(), stats.syncs as f64);
-    sample
-        .extra
-        .insert("sync_ms".into(), stats.sync_time.as_secs_f64() * 1e3);
-    sample.extra.insert(
-        SYNC_WAIT_MS.into(),
-        stats.sync_wait_time.as_secs_f64() * 1e3,
-    );
+    // Read-only workloads (W6, W7) neither sync nor wait: no numbers.
+    if stats.syncs > 0 || stats.sync_waits > 0 {
+        sample.extra.insert("syncs".into(), stats.syncs as f64);
+        sample
+            .extra
+            .insert("sync_ms".into(), stats.sync_time.as_secs_f64() * 1e3);
+        sample.extra.insert(
+            SYNC_WAIT_MS.into(),
+            stats.sync_wait_time.as_secs_f64() * 1e3,
+        );
+    }
     Ok(sample)
 }
 
