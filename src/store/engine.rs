@@ -1156,6 +1156,17 @@ impl Inner {
         }
     }
 
+    /// Syncs a segment to make its appended events durable, counting the
+    /// sync and its time in `stats()` when it succeeds.
+    fn sync_log(&self, file: &dyn StorageFile) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
+        file.sync(self.config.sync_mode)?;
+        let took = started.elapsed();
+        tracing::trace!(elapsed_us = took.as_micros() as u64, "log sync");
+        self.sync_counters.record_sync(took);
+        Ok(())
+    }
+
     /// One group commit: flush under the writer lock, sync outside it, then
     /// record the new durable bound and publish everything the sync covered.
     fn lead_sync(&self) -> Result<(), String> {
@@ -1172,10 +1183,8 @@ impl Inner {
             self.flush_unlocked(writer).map_err(|e| e.to_string())?;
             (file, through, path)
         };
-        let started = std::time::Instant::now();
-        let synced = file.sync(self.config.sync_mode);
-        let took = started.elapsed();
-        tracing::trace!(through, elapsed_us = took.as_micros() as u64, "group sync");
+        let synced = self.sync_log(file.as_ref());
+        tracing::trace!(through, "group sync");
         let mut writer = self.writer.lock();
         if let Some(reason) = &writer.poisoned {
             return Err(reason.clone());
@@ -1189,7 +1198,6 @@ impl Inner {
                 // appenders are about to be told are).
                 self.record_durable(&mut self.sync.lock(), through);
                 self.complete_durable(&mut writer, through);
-                self.sync_counters.record_sync(took);
                 Ok(())
             }
             Err(source) => {
@@ -1266,13 +1274,11 @@ impl Inner {
         } else {
             Ok(())
         };
-        let started = std::time::Instant::now();
-        if let Err(source) = trimmed.and_then(|()| active.file.sync(self.config.sync_mode)) {
+        if let Err(source) = trimmed.and_then(|()| self.sync_log(active.file.as_ref())) {
             let error = StoreError::io("sync", old_path, source);
             self.fail(writer, error.to_string());
             return Err(error);
         }
-        self.sync_counters.record_sync(started.elapsed());
         let through = self.index.read().next_sequence();
         {
             let mut state = self.sync.lock();
