@@ -192,6 +192,23 @@ impl Encoder<'_> {
         Ok(())
     }
 
+    /// A struct field's key and its colon: `"key":`. Keys with nothing to
+    /// escape (nearly all) are written with their quotes and colon in one go.
+    #[inline]
+    fn key(&mut self, key: &str) -> Result {
+        let bytes = key.as_bytes();
+        if !all_clean(bytes) {
+            self.string(key)?;
+            return self.byte(b':');
+        }
+        self.room(bytes.len() + 3)?;
+        self.out.reserve(bytes.len() + 3);
+        self.out.push(b'"');
+        self.out.extend_from_slice(bytes);
+        self.out.extend_from_slice(b"\":");
+        Ok(())
+    }
+
     /// A string with something to escape: clean runs are copied whole,
     /// the bytes between them escaped one by one. The caller checked that
     /// the string and its quotes fit.
@@ -442,29 +459,9 @@ impl Compound<'_, '_> {
         value.serialize(&mut *self.encoder)
     }
 
-    /// A named field: `"key":value`. Keys with nothing to escape (nearly
-    /// all) are written with their separator and quotes in one go.
     fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result {
-        if !all_clean(key.as_bytes()) {
-            self.separate()?;
-            self.encoder.string(key)?;
-            self.encoder.byte(b':')?;
-            return value.serialize(&mut *self.encoder);
-        }
-        let key = key.as_bytes();
-        // `,"key":`, without the comma before the first field.
-        let length = key.len() + 3 + usize::from(!self.first);
-        self.encoder.room(length)?;
-        let out = &mut *self.encoder.out;
-        out.reserve(length);
-        if self.first {
-            self.first = false;
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(b",\"");
-        }
-        out.extend_from_slice(key);
-        out.extend_from_slice(b"\":");
+        self.separate()?;
+        self.encoder.key(key)?;
         value.serialize(&mut *self.encoder)
     }
 
