@@ -9,6 +9,17 @@ fn open(dir: &std::path::Path) -> Store {
     Store::open(StoreConfig::new(dir)).expect("open")
 }
 
+/// A relaxed store whose interval sync never comes during a test: only the
+/// cadence, explicit syncs and durable appends sync it.
+fn open_relaxed(dir: &std::path::Path, sync_every_n_events: u32) -> Store {
+    Store::open(
+        StoreConfig::new(dir)
+            .with_sync_every_n_events(sync_every_n_events)
+            .with_sync_interval(std::time::Duration::from_secs(3600)),
+    )
+    .expect("open")
+}
+
 fn coord(entity: &str) -> Coordinate {
     Coordinate::new(entity, "scope").expect("valid coordinate")
 }
@@ -332,12 +343,7 @@ fn submit_pipelines_appends_and_tickets_return_durable_receipts() {
 #[test]
 fn durability_cadence_and_explicit_sync() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        StoreConfig::new(dir.path())
-            .with_sync_every_n_events(10)
-            .with_sync_interval(std::time::Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let store = open_relaxed(dir.path(), 10);
     // Fewer than a quarter of the cadence: the background thread has no
     // reason to sync (it is asked at half, and skips its sleep from a
     // quarter on), so nothing is durable yet.
@@ -400,12 +406,7 @@ fn stats_count_syncs_and_the_appends_that_waited_for_them() {
     // Relaxed appends below the cadence never wait; `Store::sync` is a sync
     // but no append waited for it.
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        StoreConfig::new(dir.path())
-            .with_sync_every_n_events(1_000)
-            .with_sync_interval(std::time::Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let store = open_relaxed(dir.path(), 1_000);
     for i in 0..100 {
         store.append(&coord("a"), MOVED, &i).unwrap();
     }
