@@ -116,25 +116,16 @@ pub fn diagnostics(rows: &[Row]) -> Vec<String> {
     let mut lines = Vec::new();
     let w1_without_waits = (|| {
         let w1 = rows.get("batpak", "W1")?;
-        let rates: Vec<f64> = w1
+        // Per repetition: the rate without the waits, and the waits.
+        let (rates, waited): (Vec<f64>, Vec<f64>) = w1
             .samples
             .iter()
             .filter_map(|sample| {
-                let waited = sample.extra.get(crate::batpak_engine::SYNC_WAIT_MS)? / 1e3;
-                let busy = sample.seconds - waited;
-                (busy > 0.0).then(|| w1.n as f64 / busy)
+                let waited_ms = *sample.extra.get(crate::batpak_engine::SYNC_WAIT_MS)?;
+                let busy = sample.seconds - waited_ms / 1e3;
+                (busy > 0.0).then(|| (w1.n as f64 / busy, waited_ms))
             })
-            .collect();
-        let waited: Vec<f64> = w1
-            .samples
-            .iter()
-            .filter_map(|sample| {
-                sample
-                    .extra
-                    .get(crate::batpak_engine::SYNC_WAIT_MS)
-                    .copied()
-            })
-            .collect();
+            .unzip();
         if rates.is_empty() {
             return None;
         }
