@@ -180,16 +180,12 @@ impl Encoder<'_> {
     #[inline]
     fn string(&mut self, text: &str) -> Result {
         let bytes = text.as_bytes();
+        if all_clean(bytes) {
+            return self.clean_quoted(bytes, b"\"");
+        }
         // Escapes only add bytes: a string that cannot fit fails at once.
         self.room(bytes.len() + 2)?;
-        if !all_clean(bytes) {
-            return self.escaped_string(bytes);
-        }
-        self.out.reserve(bytes.len() + 2);
-        self.out.push(b'"');
-        self.out.extend_from_slice(bytes);
-        self.out.push(b'"');
-        Ok(())
+        self.escaped_string(bytes)
     }
 
     /// A struct field's key and its colon: `"key":`. Keys with nothing to
@@ -197,15 +193,24 @@ impl Encoder<'_> {
     #[inline]
     fn key(&mut self, key: &str) -> Result {
         let bytes = key.as_bytes();
-        if !all_clean(bytes) {
-            self.string(key)?;
-            return self.byte(b':');
+        if all_clean(bytes) {
+            return self.clean_quoted(bytes, b"\":");
         }
-        self.room(bytes.len() + 3)?;
-        self.out.reserve(bytes.len() + 3);
+        self.string(key)?;
+        self.byte(b':')
+    }
+
+    /// `"`, then `bytes`, which need no escape, then `close`: one check of
+    /// the limit and one reservation. Always inlined, so that `close` is a
+    /// constant and its copy a store or two rather than a call.
+    #[inline(always)]
+    fn clean_quoted(&mut self, bytes: &[u8], close: &[u8]) -> Result {
+        let length = 1 + bytes.len() + close.len();
+        self.room(length)?;
+        self.out.reserve(length);
         self.out.push(b'"');
         self.out.extend_from_slice(bytes);
-        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(close);
         Ok(())
     }
 
@@ -545,9 +550,7 @@ struct MapKey<'a, 'o>(&'a mut Encoder<'o>);
 
 impl MapKey<'_, '_> {
     fn quoted(self, text: &[u8]) -> Result {
-        self.0.byte(b'"')?;
-        self.0.put(text)?;
-        self.0.byte(b'"')
+        self.0.clean_quoted(text, b"\"")
     }
 
     fn integer(self, value: impl itoa::Integer) -> Result {
