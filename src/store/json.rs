@@ -113,7 +113,7 @@ fn block_needs_escape(block: &[u8; 16]) -> bool {
 /// are checked sixteen bytes at a time, the last partial block as the final
 /// sixteen bytes, overlapping the block before; strings of eight to sixteen
 /// bytes as two words that may overlap; shorter ones byte by byte.
-#[inline]
+#[inline(always)]
 fn all_clean(bytes: &[u8]) -> bool {
     if bytes.len() < 8 {
         return bytes.iter().all(|&byte| ESCAPE[usize::from(byte)] == 0);
@@ -190,12 +190,22 @@ impl Encoder<'_> {
 
     /// A struct field's key and its colon: `"key":`. Keys with nothing to
     /// escape (nearly all) are written with their quotes and colon in one go.
-    #[inline]
+    /// Always inlined, like the field methods that call it: a field's name is
+    /// a constant, so the check folds away and the key is written as
+    /// constant bytes.
+    #[inline(always)]
     fn key(&mut self, key: &str) -> Result {
         let bytes = key.as_bytes();
         if all_clean(bytes) {
             return self.clean_quoted(bytes, b"\":");
         }
+        self.escaped_key(key)
+    }
+
+    /// A key with something to escape, and its colon.
+    #[cold]
+    #[inline(never)]
+    fn escaped_key(&mut self, key: &str) -> Result {
         self.string(key)?;
         self.byte(b':')
     }
@@ -464,6 +474,7 @@ impl Compound<'_, '_> {
         value.serialize(&mut *self.encoder)
     }
 
+    #[inline(always)]
     fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result {
         self.separate()?;
         self.encoder.key(key)?;
@@ -526,6 +537,9 @@ macro_rules! field_compounds {
             type Ok = ();
             type Error = JsonError;
 
+            // Always inlined, so that the field's name reaches
+            // `Encoder::key` as a constant.
+            #[inline(always)]
             fn serialize_field<T: ?Sized + Serialize>(
                 &mut self,
                 key: &'static str,

@@ -217,10 +217,19 @@ pub(crate) fn mark_frame(frame: &mut [u8], flags: u8) {
 }
 
 fn frame_crc(length_word: &[u8], body: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = fresh_crc();
     hasher.update(length_word);
     hasher.update(body);
     hasher.finalize()
+}
+
+/// A CRC32 hasher in its initial state. `Hasher::new` looks up the CPU's
+/// features on every call (about 45 instructions, paid by every frame
+/// encoded or decoded); cloning one made once does not.
+#[inline]
+fn fresh_crc() -> crc32fast::Hasher {
+    static FRESH: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    FRESH.get_or_init(crc32fast::Hasher::new).clone()
 }
 
 /// A decoded frame borrowing from the bytes it was read from.
