@@ -1159,7 +1159,8 @@ fn span<T>(spare: &mut [std::mem::MaybeUninit<T>]) -> (usize, usize) {
 }
 
 /// A thread asking the kernel to fault in (allocate and zero) the columns
-/// reserved at open, ahead of the thread that fills them. Filling a
+/// reserved at open, or the room appends grow them into, ahead of the
+/// thread that fills them. Filling a
 /// million events' columns (48 MB) is mostly page faults, and on a virtual
 /// machine whose host must first back the memory it can take 100 ms or more;
 /// this way the other core takes most of them while images are decoded.
@@ -1231,6 +1232,14 @@ fn populate(spans: &[(usize, usize)]) -> usize {
     refused
 }
 
+impl Prefault {
+    /// Lets the thread finish on its own: for the room appends grow into,
+    /// which the appender must not wait for.
+    fn detach(mut self) {
+        drop(self.0.take());
+    }
+}
+
 impl Drop for Prefault {
     fn drop(&mut self) {
         if let Some(handle) = self.0.take() {
@@ -1273,6 +1282,18 @@ impl Index {
             span(self.entries.spare_capacity_mut()),
             span(self.ids.spare_capacity_mut()),
         ])
+    }
+
+    /// Has another thread fault in the spare capacity of the per-event
+    /// columns, which appends fill next, without waiting for it. Should the
+    /// columns move before it gets there, it faults in memory that is no
+    /// longer theirs, which is harmless (see [`Prefault`]).
+    pub(crate) fn prefault_spare_columns(&mut self) {
+        Prefault::start(vec![
+            span(self.entries.spare_capacity_mut()),
+            span(self.ids.spare_capacity_mut()),
+        ])
+        .detach();
     }
 
     /// Loads an image (parsed by [`parse_image`] or fully checked by
