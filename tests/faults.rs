@@ -138,14 +138,21 @@ fn a_failed_or_short_write_poisons_and_cuts_back() {
 fn relaxed_events_lost_to_a_failed_sync_are_within_the_cadence() {
     let dir = tempfile::tempdir().unwrap();
     let faults = FaultInjector::new();
-    let store = open_with(dir.path(), &faults, 10);
+    // A cadence far above the events appended, so the background thread
+    // never syncs on its own (it is asked at half the cadence, and skips
+    // its sleep from a quarter on): which sync fails is then decided here.
+    // With a cadence of 10 it could sync the five unsynced events itself
+    // just before the fault was armed, and `Store::sync` found nothing to do.
+    let store = open_with(dir.path(), &faults, 1000);
     for i in 0..10 {
-        store.append(&coord("a"), K, &i).unwrap(); // the 10th syncs
+        store.append(&coord("a"), K, &i).unwrap();
     }
+    store.sync().unwrap();
     assert_eq!(store.durable_sequence(), Some(9));
     for i in 10..15 {
         store.append(&coord("a"), K, &i).unwrap();
     }
+    assert_eq!(store.durable_sequence(), Some(9));
     faults.fail_nth(IoPoint::Sync, 1, Fault::Error);
     assert!(store.sync().is_err());
     // Unsynced relaxed events are cut back with the failed sync; durable ones stay.
