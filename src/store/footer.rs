@@ -1160,10 +1160,10 @@ fn span<T>(spare: &mut [std::mem::MaybeUninit<T>]) -> (usize, usize) {
 
 /// A thread asking the kernel to fault in (allocate and zero) the columns
 /// reserved at open, or the room appends grow them into, ahead of the
-/// thread that fills them. Filling a
-/// million events' columns (48 MB) is mostly page faults, and on a virtual
-/// machine whose host must first back the memory it can take 100 ms or more;
-/// this way the other core takes most of them while images are decoded.
+/// thread that fills them. Filling a million events' columns (48 MB) is
+/// mostly page faults, and on a virtual machine whose host must first back
+/// the memory it can take 100 ms or more; this way the other core takes most
+/// of them while images are decoded (or while the appender goes on).
 /// `MADV_POPULATE_WRITE` only maps pages, never changes what they hold, so
 /// it is harmless to the loading thread writing the same range, and to
 /// memory the allocator has since reused. Linux 5.14 and later; elsewhere, or
@@ -1186,6 +1186,12 @@ impl Prefault {
             let _ = spans;
             Prefault(None)
         }
+    }
+
+    /// Lets the thread finish on its own: for the room appends grow into,
+    /// which the appender must not wait for.
+    fn detach(mut self) {
+        drop(self.0.take());
     }
 }
 
@@ -1230,14 +1236,6 @@ fn populate(spans: &[(usize, usize)]) -> usize {
         }
     }
     refused
-}
-
-impl Prefault {
-    /// Lets the thread finish on its own: for the room appends grow into,
-    /// which the appender must not wait for.
-    fn detach(mut self) {
-        drop(self.0.take());
-    }
 }
 
 impl Drop for Prefault {
