@@ -36,7 +36,8 @@ commands:
   fuzz [--seconds N]          run every cargo-fuzz target for N seconds each (needs nightly), default 60
   bench [ARGS...]             the benchmark: cargo run --release -p batpak-bench -- ARGS
                               e.g. `cargo xtask bench --surface neutral --save baseline`
-  perf-gates [ARGS...]        the benchmark's budget gates (bench --gates ARGS)
+  perf-gates [ARGS...]        the benchmark's budget gates (bench --gates --runs 3 ARGS): each
+                              budget judged by the median of three runs; `--runs N` to change
   preflight [--kills N] [--seconds N] [--fail-fast]
                               ci, docs (with the guide), chaos, fuzz if available; step table and
                               campaign table (kills, faults, crash images, flips, model ops, fuzz

@@ -1,4 +1,5 @@
-//! The budget ratios of TARGETS.md, judged from the rows of one run.
+//! The budget ratios of TARGETS.md, judged from the rows of one run, and
+//! over several runs (`--runs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,10 @@ pub struct BudgetLine {
     pub limit: f64,
     /// The verdict.
     pub status: Status,
+    /// A budget no run may miss (durability): over several runs it is judged
+    /// by its worst run instead of the median.
+    #[serde(default)]
+    pub every_run: bool,
 }
 
 impl BudgetLine {
@@ -57,7 +62,18 @@ impl BudgetLine {
             comparison: if at_least { ">=" } else { "<=" }.to_string(),
             limit,
             status,
+            every_run: false,
         }
+    }
+
+    /// Marks a budget that every run must meet on its own.
+    fn in_every_run(mut self) -> BudgetLine {
+        self.every_run = true;
+        self
+    }
+
+    fn at_least(&self) -> bool {
+        self.comparison == ">="
     }
 
     /// One printed line.
@@ -205,7 +221,8 @@ pub fn evaluate(rows: &[Row]) -> Vec<BudgetLine> {
             })(),
             false,
             0.0,
-        ),
+        )
+        .in_every_run(),
         BudgetLine::new(
             "W5/open-clean",
             "W5 open of 1M events after close, milliseconds",
@@ -263,6 +280,90 @@ pub fn evaluate(rows: &[Row]) -> Vec<BudgetLine> {
     ];
     lines.retain(|line| !line.id.is_empty());
     lines
+}
+
+/// One budget judged over several runs of the whole bench.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunsLine {
+    /// The verdict over the runs: `measured` is the median of the runs'
+    /// values, or the worst of them for a budget every run must meet.
+    pub budget: BudgetLine,
+    /// Each run's value, in the order the runs ran.
+    pub values: Vec<Option<f64>>,
+    /// In how many runs the budget was met on its own.
+    pub met_in: usize,
+}
+
+impl RunsLine {
+    /// One printed line: the verdict, then how each run did.
+    pub fn line(&self) -> String {
+        let values: Vec<String> = self
+            .values
+            .iter()
+            .map(|value| value.map_or_else(|| "-".to_string(), |v| format!("{v:.3}")))
+            .collect();
+        format!(
+            "{}  (met in {} of {} runs: {})",
+            self.budget.line(),
+            self.met_in,
+            self.values.len(),
+            values.join(" ")
+        )
+    }
+}
+
+/// Judges each budget over several runs (`runs` holds each run's lines from
+/// [`evaluate`]). Every value is still a ratio measured within one run;
+/// across runs a budget is judged by the median of its values, because on a
+/// shared machine the disk and the CPU slow down in phases that can cover a
+/// whole run. A budget marked for every run (durability) is judged by its
+/// worst value instead, so no run's miss is hidden. A budget some run could
+/// not measure is not available.
+pub fn over_runs(runs: &[Vec<BudgetLine>]) -> Vec<RunsLine> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|template| {
+            let lines: Vec<Option<&BudgetLine>> = runs
+                .iter()
+                .map(|run| run.iter().find(|line| line.id == template.id))
+                .collect();
+            let values: Vec<Option<f64>> = lines
+                .iter()
+                .map(|line| line.and_then(|l| l.measured).filter(|v| v.is_finite()))
+                .collect();
+            let met_in = lines
+                .iter()
+                .filter(|line| line.is_some_and(|l| l.status == Status::Met))
+                .count();
+            let measured: Option<Vec<f64>> = values.iter().copied().collect();
+            let at_least = template.at_least();
+            let measured = measured.map(|values| {
+                if !template.every_run {
+                    median(&values)
+                } else if at_least {
+                    values.iter().copied().fold(f64::INFINITY, f64::min)
+                } else {
+                    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                }
+            });
+            let mut budget = BudgetLine::new(
+                &template.id,
+                &template.what,
+                measured,
+                at_least,
+                template.limit,
+            );
+            budget.every_run = template.every_run;
+            RunsLine {
+                budget,
+                values,
+                met_in,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -331,6 +432,49 @@ mod tests {
         let w1 = lines.iter().find(|l| l.id == "W1/sqlite").expect("line");
         assert_eq!(w1.status, Status::Met);
         assert_eq!(w1.measured, Some(20.0));
+    }
+
+    /// Over several runs a performance budget takes the median of the runs'
+    /// values, a durability budget the worst, and a value missing from any
+    /// run makes the budget not available.
+    #[test]
+    fn budgets_over_runs_take_the_median_or_the_worst_run() {
+        let run = |ratio: Option<f64>, early_receipts: f64| {
+            vec![
+                BudgetLine::new("W1/P2", "ratio", ratio, true, 0.30),
+                BudgetLine::new("W2+W4/durable", "early", Some(early_receipts), false, 0.0)
+                    .in_every_run(),
+            ]
+        };
+        let runs = vec![
+            run(Some(0.29), 0.0),
+            run(Some(0.33), 2.0),
+            run(Some(0.31), 0.0),
+        ];
+        let lines = over_runs(&runs);
+        assert_eq!(lines.len(), 2);
+        let ratio = &lines[0];
+        assert_eq!(ratio.budget.measured, Some(0.31));
+        assert_eq!(ratio.budget.status, Status::Met);
+        assert_eq!(ratio.met_in, 2);
+        assert_eq!(ratio.values, vec![Some(0.29), Some(0.33), Some(0.31)]);
+        assert!(
+            ratio
+                .line()
+                .ends_with("(met in 2 of 3 runs: 0.290 0.330 0.310)"),
+            "{}",
+            ratio.line()
+        );
+        let durable = &lines[1];
+        assert_eq!(durable.budget.measured, Some(2.0), "the worst run");
+        assert_eq!(durable.budget.status, Status::Missed);
+        assert!(durable.budget.every_run);
+        assert_eq!(durable.met_in, 2);
+
+        let lines = over_runs(&[run(Some(0.40), 0.0), run(None, 0.0)]);
+        assert_eq!(lines[0].budget.status, Status::NotAvailable);
+        assert_eq!(lines[0].met_in, 1);
+        assert!(over_runs(&[]).is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::budgets::Status;
 use crate::child::ChildEngine;
 use crate::error::{BenchError, BenchResult};
 use crate::fixture::Fixture;
-use crate::report::{compare, RunReport, REGRESSION_THRESHOLD};
+use crate::report::{compare, RunReport, RunsReport, REGRESSION_THRESHOLD};
 use crate::runner::{Plan, Sizes, WORKLOAD_IDS};
 
 /// Which public surface of batpak the workloads use.
@@ -47,9 +47,14 @@ struct Args {
     /// Compare with a saved baseline and flag slowdowns of more than 10 %.
     #[arg(long, value_name = "NAME")]
     compare: Option<String>,
-    /// Exit with status 1 when any budget ratio is missed.
+    /// Exit with status 1 when any budget ratio is missed (with `--runs`,
+    /// as judged over the runs).
     #[arg(long)]
     gates: bool,
+    /// Run the whole bench this many times and judge each budget by the
+    /// median of its ratios (a durability budget by every run).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
     /// Small sizes for a smoke run (not comparable with a full run).
     #[arg(long)]
     quick: bool,
@@ -172,7 +177,79 @@ fn run(args: Args) -> BenchResult<ExitCode> {
         sizes: Sizes::new(args.quick),
         dir,
     };
-    let rows = runner::run(&plan, &fixture)?;
+    let latest = results_dir.join("latest.json");
+    let mut reports: Vec<RunReport> = Vec::new();
+    for number in 1..=args.runs {
+        if args.runs > 1 {
+            eprintln!("run {number} of {}", args.runs);
+            println!();
+            println!("run {number} of {}", args.runs);
+        }
+        let report = run_once(&args, &plan, &fixture)?;
+        report.save(&latest)?;
+        println!("saved {}", latest.display());
+        reports.push(report);
+    }
+    let Some(last) = reports.last() else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if let Some(name) = &args.save {
+        let path = baseline_path(&results_dir, name)?;
+        last.save(&path)?;
+        println!("saved baseline {}", path.display());
+    }
+    if let Some(name) = &args.compare {
+        let path = baseline_path(&results_dir, name)?;
+        let baseline = RunReport::load(&path)?;
+        print_comparison(&baseline, last, name);
+    }
+    let verdicts: Vec<(String, Status)> = if args.runs > 1 {
+        let runs: Vec<_> = reports.iter().map(|r| r.budgets.clone()).collect();
+        let over_runs = budgets::over_runs(&runs);
+        println!();
+        println!(
+            "budgets over {} runs (each ratio measured within its run; judged by the median \
+             of the runs, durability by the worst run)",
+            args.runs
+        );
+        for line in &over_runs {
+            println!("{}", line.line());
+        }
+        let verdicts: Vec<(String, Status)> = over_runs
+            .iter()
+            .map(|l| (l.budget.id.clone(), l.budget.status))
+            .collect();
+        let path = results_dir.join("latest-runs.json");
+        RunsReport {
+            finished_unix_s: last.finished_unix_s,
+            runs,
+            over_runs,
+        }
+        .save(&path)?;
+        print_counts(&verdicts);
+        println!("saved {}", path.display());
+        verdicts
+    } else {
+        last.budgets
+            .iter()
+            .map(|l| (l.id.clone(), l.status))
+            .collect()
+    };
+    let missed: Vec<&str> = verdicts
+        .iter()
+        .filter(|(_, status)| *status == Status::Missed)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if args.gates && !missed.is_empty() {
+        println!("gates: missed {}", missed.join(", "));
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One run of the plan: prints its table, budgets and diagnostics.
+fn run_once(args: &Args, plan: &Plan, fixture: &Fixture) -> BenchResult<RunReport> {
+    let rows = runner::run(plan, fixture)?;
     let budget_lines = budgets::evaluate(&rows);
 
     println!();
@@ -196,26 +273,12 @@ fn run(args: Args) -> BenchResult<ExitCode> {
             println!("{line}");
         }
     }
-    let missed: Vec<String> = budget_lines
+    let verdicts: Vec<(String, Status)> = budget_lines
         .iter()
-        .filter(|l| l.status == Status::Missed)
-        .map(|l| l.id.clone())
+        .map(|l| (l.id.clone(), l.status))
         .collect();
-    let unavailable = budget_lines
-        .iter()
-        .filter(|l| l.status == Status::NotAvailable)
-        .count();
-    println!(
-        "{} met, {} missed, {} not available",
-        budget_lines
-            .iter()
-            .filter(|l| l.status == Status::Met)
-            .count(),
-        missed.len(),
-        unavailable
-    );
-
-    let report = RunReport {
+    print_counts(&verdicts);
+    Ok(RunReport {
         finished_unix_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -225,25 +288,18 @@ fn run(args: Args) -> BenchResult<ExitCode> {
         repeat: args.repeat,
         rows,
         budgets: budget_lines,
-    };
-    let latest = results_dir.join("latest.json");
-    report.save(&latest)?;
-    println!("saved {}", latest.display());
-    if let Some(name) = &args.save {
-        let path = baseline_path(&results_dir, name)?;
-        report.save(&path)?;
-        println!("saved baseline {}", path.display());
-    }
-    if let Some(name) = &args.compare {
-        let path = baseline_path(&results_dir, name)?;
-        let baseline = RunReport::load(&path)?;
-        print_comparison(&baseline, &report, name);
-    }
-    if args.gates && !missed.is_empty() {
-        println!("gates: missed {}", missed.join(", "));
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The line that counts met, missed and unavailable budgets.
+fn print_counts(verdicts: &[(String, Status)]) {
+    let count = |status: Status| verdicts.iter().filter(|(_, s)| *s == status).count();
+    println!(
+        "{} met, {} missed, {} not available",
+        count(Status::Met),
+        count(Status::Missed),
+        count(Status::NotAvailable)
+    );
 }
 
 fn baseline_path(results_dir: &Path, name: &str) -> BenchResult<PathBuf> {

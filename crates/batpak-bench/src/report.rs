@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budgets::BudgetLine;
+use crate::budgets::{BudgetLine, RunsLine};
 use crate::error::{io_err, BenchResult};
 use crate::measure::median;
 
@@ -177,14 +177,37 @@ pub struct RunReport {
     pub budgets: Vec<BudgetLine>,
 }
 
+/// The budgets of several runs (`--runs`), saved next to the last run's
+/// report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunsReport {
+    /// Seconds since the Unix epoch when the last run ended.
+    pub finished_unix_s: u64,
+    /// Each run's budget lines, in the order the runs ran.
+    pub runs: Vec<Vec<BudgetLine>>,
+    /// Each budget judged over the runs.
+    pub over_runs: Vec<RunsLine>,
+}
+
+impl RunsReport {
+    /// Writes the report as pretty JSON.
+    pub fn save(&self, path: &Path) -> BenchResult<()> {
+        save_json(self, path)
+    }
+}
+
+fn save_json<T: Serialize>(value: &T, path: &Path) -> BenchResult<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    }
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).map_err(io_err("write", path))
+}
+
 impl RunReport {
     /// Writes the report as pretty JSON.
     pub fn save(&self, path: &Path) -> BenchResult<()> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-        }
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text).map_err(io_err("write", path))
+        save_json(self, path)
     }
 
     /// Reads a saved report.
