@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 
-use crate::budgets::Status;
+use crate::budgets::{BudgetLine, Status};
 use crate::child::ChildEngine;
 use crate::error::{BenchError, BenchResult};
 use crate::fixture::Fixture;
@@ -203,7 +203,7 @@ fn run(args: Args) -> BenchResult<ExitCode> {
         let baseline = RunReport::load(&path)?;
         print_comparison(&baseline, last, name);
     }
-    let verdicts: Vec<(String, Status)> = if args.runs > 1 {
+    let verdicts: Vec<BudgetLine> = if args.runs > 1 {
         let runs: Vec<_> = reports.iter().map(|r| r.budgets.clone()).collect();
         let over_runs = budgets::over_runs(&runs);
         println!();
@@ -215,10 +215,7 @@ fn run(args: Args) -> BenchResult<ExitCode> {
         for line in &over_runs {
             println!("{}", line.line());
         }
-        let verdicts: Vec<(String, Status)> = over_runs
-            .iter()
-            .map(|l| (l.budget.id.clone(), l.budget.status))
-            .collect();
+        let verdicts: Vec<BudgetLine> = over_runs.iter().map(|l| l.budget.clone()).collect();
         let path = results_dir.join("latest-runs.json");
         RunsReport {
             finished_unix_s: last.finished_unix_s,
@@ -230,15 +227,12 @@ fn run(args: Args) -> BenchResult<ExitCode> {
         println!("saved {}", path.display());
         verdicts
     } else {
-        last.budgets
-            .iter()
-            .map(|l| (l.id.clone(), l.status))
-            .collect()
+        last.budgets.clone()
     };
     let missed: Vec<&str> = verdicts
         .iter()
-        .filter(|(_, status)| *status == Status::Missed)
-        .map(|(id, _)| id.as_str())
+        .filter(|line| line.status == Status::Missed)
+        .map(|line| line.id.as_str())
         .collect();
     if args.gates && !missed.is_empty() {
         println!("gates: missed {}", missed.join(", "));
@@ -273,11 +267,7 @@ fn run_once(args: &Args, plan: &Plan, fixture: &Fixture) -> BenchResult<RunRepor
             println!("{line}");
         }
     }
-    let verdicts: Vec<(String, Status)> = budget_lines
-        .iter()
-        .map(|l| (l.id.clone(), l.status))
-        .collect();
-    print_counts(&verdicts);
+    print_counts(&budget_lines);
     Ok(RunReport {
         finished_unix_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -292,8 +282,8 @@ fn run_once(args: &Args, plan: &Plan, fixture: &Fixture) -> BenchResult<RunRepor
 }
 
 /// The line that counts met, missed and unavailable budgets.
-fn print_counts(verdicts: &[(String, Status)]) {
-    let count = |status: Status| verdicts.iter().filter(|(_, s)| *s == status).count();
+fn print_counts(verdicts: &[BudgetLine]) {
+    let count = |status: Status| verdicts.iter().filter(|l| l.status == status).count();
     println!(
         "{} met, {} missed, {} not available",
         count(Status::Met),
